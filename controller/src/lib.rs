@@ -1,0 +1,1 @@
+//! kiln-controller: the OpenStack APIs over kiln's state.

@@ -1,0 +1,1 @@
+//! Placeholder: the freestanding firmware ELF arrives with the VMM issue.

@@ -1,0 +1,1 @@
+//! kiln-netdp: the host network data plane.

@@ -1,0 +1,1 @@
+//! kiln-node: the host agent and the all-in-one entry point.

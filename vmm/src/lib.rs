@@ -1,0 +1,1 @@
+//! kiln-vmm: a KVM virtual machine monitor.
