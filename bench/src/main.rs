@@ -1,1 +1,22 @@
-fn main() {}
+//! kiln-bench: side-by-side benchmarks. Every figure is reported with a
+//! reference measured in the same run (see DESIGN.md, "Benchmark output").
+
+mod report;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kiln-bench", about = "kiln's benchmarks, each against a same-run reference")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {}
+}

@@ -1,0 +1,1 @@
+//! Links through rtnetlink (bridges, veths, VXLAN, addresses, routes, namespaces) and TAPs.

@@ -1,0 +1,1 @@
+//! nf_tables written as raw netlink messages in atomic batches.

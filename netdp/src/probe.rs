@@ -1,0 +1,1 @@
+//! Start-up probe of the kernel features the data plane needs.

@@ -1,0 +1,1 @@
+//! Security groups: the Neutron model compiled to nf_tables rules.
