@@ -1,22 +1,32 @@
 //! kiln-bench: side-by-side benchmarks. Every figure is reported with a
 //! reference measured in the same run (see DESIGN.md, "Benchmark output").
 
+mod auth;
+mod cloud;
 mod report;
 mod stats;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kiln-bench", about = "kiln's benchmarks, each against a same-run reference")]
+#[command(
+    name = "kiln-bench",
+    about = "kiln's benchmarks, each against a same-run reference"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Cmd {}
+enum Cmd {
+    /// Token validation and an authenticated GET against the unauthenticated version document.
+    Auth(auth::AuthArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.cmd {}
+    match cli.cmd {
+        Cmd::Auth(a) => auth::run(a),
+    }
 }

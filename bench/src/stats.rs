@@ -50,7 +50,11 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
         p99: quantile_sorted(&s, 0.99),
         min: s[0],
         max: s[s.len() - 1],
-        spread: if median != 0.0 { (p90 - p10) / median } else { 0.0 },
+        spread: if median != 0.0 {
+            (p90 - p10) / median
+        } else {
+            0.0
+        },
     })
 }
 
