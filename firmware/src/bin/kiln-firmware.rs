@@ -1,0 +1,257 @@
+//! kiln-firmware: the freestanding guest ELF. The entry code (`src/entry.S`)
+//! drops to ring 3 with IOPL=3 and calls `kiln_main`; everything here runs in
+//! ring 3, where this platform executes guest code natively.
+#![no_std]
+#![no_main]
+
+use core::arch::{asm, global_asm};
+
+use kiln_firmware::cmdline;
+use kiln_firmware::line::Line;
+
+global_asm!(include_str!("../entry.S"), options(att_syntax));
+
+/// COM1 data register.
+const COM1: u16 = 0x3f8;
+/// Boot-timer device (Firecracker's convention): write 123 at this address.
+const BOOT_TIMER_MMIO: usize = 0xd000_0000;
+const BOOT_TIMER_MAGIC: u8 = 123;
+/// Linux boot protocol: offsets into `struct boot_params`.
+const BP_EXT_CMD_LINE_PTR: usize = 0x0c8;
+const BP_CMD_LINE_PTR: usize = 0x228;
+const BP_CMDLINE_SIZE: usize = 0x238;
+/// PVH `hvm_start_info`.
+const PVH_MAGIC: u32 = 0x336e_c578;
+const PVH_CMDLINE_PADDR: usize = 24;
+/// Longest command line read.
+const CMDLINE_MAX: usize = 4096;
+
+/// Entry kinds passed by the entry code.
+const ENTRY_LINUX64: u64 = 0;
+const ENTRY_PVH: u64 = 1;
+
+#[no_mangle]
+extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
+    // SAFETY: `info` is the boot-params or start-info address the VMM handed
+    // over; guest memory is identity-mapped for the firmware.
+    let cmdline = unsafe { boot_cmdline(kind, info as usize) };
+    write_com1(b"kiln-firmware: booted\n");
+    // SAFETY: the boot-timer address is an MMIO slot in the identity map;
+    // where no device sits there the write is ignored by the VMM.
+    unsafe { core::ptr::write_volatile(BOOT_TIMER_MMIO as *mut u8, BOOT_TIMER_MAGIC) };
+    for dev in cmdline::virtio_mmio_devices(cmdline) {
+        let mut l = Line::new();
+        l.bytes(b"kiln-firmware: virtio-mmio ")
+            .hex(dev.addr)
+            .bytes(b" irq ")
+            .dec(u64::from(dev.irq))
+            .bytes(b"\n");
+        write_com1(l.as_bytes());
+    }
+    match cmdline::mode(cmdline) {
+        b"probe" => {}
+        b"idle" => idle_until_ctrl_alt_del(),
+        other => {
+            let mut l = Line::new();
+            l.bytes(b"kiln-firmware: error: unknown mode ")
+                .bytes(other)
+                .bytes(b"\n");
+            write_com1(l.as_bytes());
+        }
+    }
+    power_off()
+}
+
+/// The command line the VMM passed, or an empty one.
+///
+/// # Safety
+/// `info` must be the pointer the entry protocol `kind` defines.
+unsafe fn boot_cmdline(kind: u64, info: usize) -> &'static [u8] {
+    if info == 0 {
+        return &[];
+    }
+    let ptr = match kind {
+        ENTRY_LINUX64 => {
+            // SAFETY: boot_params is a 4 KiB page at `info` (caller's contract).
+            let lo = unsafe { read_u32(info + BP_CMD_LINE_PTR) } as usize;
+            // SAFETY: as above.
+            let hi = unsafe { read_u32(info + BP_EXT_CMD_LINE_PTR) } as usize;
+            (hi << 32) | lo
+        }
+        ENTRY_PVH => {
+            // SAFETY: hvm_start_info sits at `info` (caller's contract).
+            if unsafe { read_u32(info) } != PVH_MAGIC {
+                return &[];
+            }
+            // SAFETY: as above; cmdline_paddr is a u64 at offset 24.
+            (unsafe { core::ptr::read_volatile((info + PVH_CMDLINE_PADDR) as *const u64) }) as usize
+        }
+        _ => 0,
+    };
+    if ptr == 0 || ptr >= 1 << 32 {
+        return &[];
+    }
+    let max = if kind == ENTRY_LINUX64 {
+        // SAFETY: as above.
+        match unsafe { read_u32(info + BP_CMDLINE_SIZE) } as usize {
+            0 => CMDLINE_MAX,
+            n => n.min(CMDLINE_MAX),
+        }
+    } else {
+        CMDLINE_MAX
+    };
+    // SAFETY: the command line is NUL-terminated guest memory below 4 GiB,
+    // identity-mapped; we never read past `max` bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr as *const u8, max) };
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(max);
+    &bytes[..len]
+}
+
+/// # Safety
+/// `addr` must be mapped and readable.
+unsafe fn read_u32(addr: usize) -> u32 {
+    // SAFETY: caller's contract.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+/// Send a line to COM1 with one `rep outsb`: the VMM sees a single string-I/O
+/// exit for the whole line. The THR is not polled: every VMM this runs on
+/// drains it at once.
+fn write_com1(s: &[u8]) {
+    // SAFETY: port I/O is allowed in ring 3 (IOPL=3); rsi/rcx describe `s`.
+    unsafe {
+        asm!("rep outsb", in("dx") COM1, inout("rsi") s.as_ptr() => _, inout("rcx") s.len() => _,
+             options(nostack, readonly, preserves_flags));
+    }
+}
+
+fn outb(port: u16, v: u8) {
+    // SAFETY: ring-3 port I/O with IOPL=3.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    };
+}
+
+fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: ring-3 port I/O with IOPL=3.
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
+    v
+}
+
+/// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to
+/// shut down), polling the controller's status port with a pause between polls.
+fn idle_until_ctrl_alt_del() {
+    let mut seen_del = false;
+    loop {
+        for _ in 0..20_000 {
+            core::hint::spin_loop();
+        }
+        while inb(0x64) & 1 != 0 {
+            // Scancode set 1: Delete make code is E0 53.
+            if inb(0x60) == 0x53 {
+                seen_del = true;
+            }
+        }
+        if seen_del {
+            write_com1(b"kiln-firmware: ctrl-alt-del, powering off\n");
+            return;
+        }
+    }
+}
+
+/// Power off in the way each VMM understands: i8042 CPU reset (kiln-vmm,
+/// Firecracker), Cloud Hypervisor's shutdown port, QEMU's isa-debug-exit.
+fn power_off() -> ! {
+    outb(0x64, 0xfe);
+    outb(0x600, 0x34);
+    outb(0xf4, 0x00);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    write_com1(b"kiln-firmware: panic\n");
+    power_off()
+}
+
+// The compiler may emit calls to these; there is no libc to provide them.
+
+/// # Safety
+/// Standard `memcpy` contract.
+#[no_mangle]
+unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: caller's contract; rep movsb copies exactly n bytes forward.
+    unsafe {
+        asm!("rep movsb", inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n => _,
+             options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// Standard `memmove` contract.
+#[no_mangle]
+unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize).wrapping_add(n) {
+        // SAFETY: a forward copy is correct when dst does not overlap src's tail.
+        return unsafe { memcpy(dst, src, n) };
+    }
+    // SAFETY: overlapping with dst above src: copy backwards with DF set.
+    unsafe {
+        asm!("std", "rep movsb", "cld",
+             inout("rdi") dst.add(n - 1) => _, inout("rsi") src.add(n - 1) => _, inout("rcx") n => _,
+             options(nostack));
+    }
+    dst
+}
+
+/// # Safety
+/// Standard `memset` contract.
+#[no_mangle]
+unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: caller's contract; rep stosb writes exactly n bytes.
+    unsafe {
+        asm!("rep stosb", inout("rdi") dst => _, inout("rcx") n => _, in("al") c as u8,
+             options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// Standard `memcmp` contract.
+#[no_mangle]
+unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n, within both buffers by the caller's contract.
+        let (x, y) = unsafe {
+            (
+                core::ptr::read_volatile(a.add(i)),
+                core::ptr::read_volatile(b.add(i)),
+            )
+        };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+        i += 1;
+    }
+    0
+}
+
+/// # Safety
+/// Standard `bcmp` contract.
+#[no_mangle]
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}
+
+/// The prebuilt `core` references an unwinding personality routine even with
+/// `panic = "abort"`; nothing ever unwinds here.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}
