@@ -1,1 +1,25 @@
 //! kiln-controller: the OpenStack APIs over kiln's state.
+//!
+//! - [`config`]: what the controller runs with (TOML, validated).
+//! - [`store`]: redb behind a small trait; services declare their own typed tables.
+//! - [`identity`]: Keystone v3's records, rules (policy, security compliance) and
+//!   operations; tokens validated from memory.
+//! - [`api`]: the HTTP layer (axum): version documents, Keystone routes, 501 for
+//!   services not built yet, OpenStack-shaped errors ([`error`]).
+//! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
+//! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
+//!   `kiln-controller serve` and `kiln-node up`.
+
+pub mod api;
+pub mod app;
+pub mod client_files;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod server;
+pub mod store;
+
+pub use app::{app, AppState};
+pub use config::Config;
+pub use server::{serve, Server};

@@ -1,0 +1,180 @@
+//! `/v3/auth/*`: issue, validate, check and revoke tokens; the caller's catalog,
+//! projects, domains and system scope.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+
+use super::views;
+use crate::api::extract::{BaseUrl, Caller, Json, QueryParams};
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::identity::auth::AuthBody;
+use crate::identity::model::TokenRecord;
+use crate::identity::policy::is_admin;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v3/auth/tokens", get(validate).post(issue).delete(revoke))
+        .route("/v3/auth/catalog", get(catalog))
+        .route("/v3/auth/projects", get(projects))
+        .route("/v3/auth/domains", get(domains))
+        .route("/v3/auth/system", get(system))
+}
+
+fn with_subject(status: StatusCode, token: &str, body: Value) -> ApiResult<Response> {
+    let header = HeaderValue::from_str(token).map_err(|_| {
+        ApiError::BadRequest("The subject token is not a valid header value.".into())
+    })?;
+    let mut resp = (status, axum::Json(body)).into_response();
+    resp.headers_mut().insert("x-subject-token", header);
+    Ok(resp)
+}
+
+fn wants_catalog(q: &QueryParams) -> ApiResult<bool> {
+    Ok(!q.flag("nocatalog")?.unwrap_or(false))
+}
+
+async fn issue(
+    State(state): State<AppState>,
+    q: QueryParams,
+    Json(body): Json<AuthBody>,
+) -> ApiResult<Response> {
+    let nocatalog = !wants_catalog(&q)?;
+    let (token, record) = state
+        .blocking(move |id| id.authenticate(&body.auth))
+        .await?;
+    let catalog = (!nocatalog).then(|| state.catalog.json());
+    with_subject(StatusCode::CREATED, &token, views::token(&record, catalog))
+}
+
+/// The subject token from `X-Subject-Token`; the caller must own it or be an admin.
+fn subject(
+    state: &AppState,
+    caller: &TokenRecord,
+    headers: &HeaderMap,
+) -> ApiResult<(String, std::sync::Arc<TokenRecord>)> {
+    let token = headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadRequest("The X-Subject-Token header is required.".into()))?;
+    let record = state
+        .identity
+        .validate_token(token)
+        .ok_or_else(|| ApiError::not_found("token", "(subject token)"))?;
+    if record.user_id != caller.user_id && !is_admin(caller) {
+        return Err(ApiError::forbidden("identity:validate_token"));
+    }
+    Ok((token.to_string(), record))
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+    q: QueryParams,
+) -> ApiResult<Response> {
+    let (token, record) = subject(&state, &caller, &headers)?;
+    let catalog = wants_catalog(&q)?.then(|| state.catalog.json());
+    with_subject(StatusCode::OK, &token, views::token(&record, catalog))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let (token, _) = subject(&state, &caller, &headers)?;
+    state.blocking(move |id| id.revoke_token(&token)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn catalog(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Caller(_caller): Caller,
+) -> axum::Json<Value> {
+    axum::Json(json!({
+        "catalog": state.catalog.json(),
+        "links": {"self": format!("{base}/v3/auth/catalog"), "previous": null, "next": null}
+    }))
+}
+
+async fn projects(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Caller(caller): Caller,
+) -> ApiResult<axum::Json<Value>> {
+    let user = caller.user_id.clone();
+    let projects = state
+        .blocking(move |id| id.projects_with_roles(&user))
+        .await?;
+    let items = projects
+        .iter()
+        .filter(|p| p.enabled)
+        .map(|p| views::project(&base, p))
+        .collect();
+    Ok(axum::Json(views::collection(
+        &base,
+        "/v3/auth/projects",
+        "projects",
+        items,
+    )))
+}
+
+async fn domains(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Caller(caller): Caller,
+) -> ApiResult<axum::Json<Value>> {
+    let user = caller.user_id.clone();
+    let domains = state
+        .blocking(move |id| {
+            id.read(|r| {
+                let mut out = Vec::new();
+                for d in crate::identity::assignments::domain_ids_of_user(r, &user)? {
+                    if let Some(d) = crate::identity::tables::DOMAINS.get(r, &d)? {
+                        out.push(d);
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await?;
+    let items = domains
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| views::domain(&base, d))
+        .collect();
+    Ok(axum::Json(views::collection(
+        &base,
+        "/v3/auth/domains",
+        "domains",
+        items,
+    )))
+}
+
+async fn system(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Caller(caller): Caller,
+) -> ApiResult<axum::Json<Value>> {
+    let user = caller.user_id.clone();
+    let has = state
+        .blocking(move |id| id.read(|r| crate::identity::assignments::has_system_roles(r, &user)))
+        .await?;
+    let items = if has {
+        vec![json!({"all": true})]
+    } else {
+        vec![]
+    };
+    Ok(axum::Json(views::collection(
+        &base,
+        "/v3/auth/system",
+        "system",
+        items,
+    )))
+}

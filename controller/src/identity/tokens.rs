@@ -1,0 +1,125 @@
+//! Issued tokens in memory: validation is a hash-map lookup, never an argon2 hash
+//! and never a store access. The store keeps the same records so tokens survive a
+//! restart; revocation deletes them from both.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+
+use super::model::TokenRecord;
+
+/// The store/memory key of a token: hex SHA-256, so a copy of the database holds no
+/// usable token.
+pub fn token_key(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write;
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Every live token, by [`token_key`].
+#[derive(Default)]
+pub struct TokenCache {
+    map: RwLock<HashMap<String, Arc<TokenRecord>>>,
+}
+
+impl TokenCache {
+    /// The record of a live token, if it exists and has not expired at `now`.
+    pub fn lookup(&self, token: &str, now: i64) -> Option<Arc<TokenRecord>> {
+        let key = token_key(token);
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&key).filter(|r| r.expires_at > now).cloned()
+    }
+
+    pub fn insert(&self, key: String, record: Arc<TokenRecord>) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, record);
+    }
+
+    /// Keys of the tokens `pred` selects.
+    pub fn matching(&self, pred: &dyn Fn(&TokenRecord) -> bool) -> Vec<String> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.iter()
+            .filter(|(_, r)| pred(r))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub fn forget(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            map.remove(k);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::model::Scope;
+
+    fn record(user: &str, expires_at: i64) -> Arc<TokenRecord> {
+        Arc::new(TokenRecord {
+            user_id: user.into(),
+            user_name: user.into(),
+            user_domain_id: "default".into(),
+            user_domain_name: "Default".into(),
+            password_expires_at: None,
+            methods: vec!["password".into()],
+            scope: Scope::Unscoped,
+            roles: vec![],
+            issued_at: 0,
+            expires_at,
+            audit_ids: vec!["a".into()],
+            app_cred: None,
+        })
+    }
+
+    #[test]
+    fn lookup_honours_expiry() {
+        let c = TokenCache::default();
+        c.insert(token_key("t1"), record("u1", 100));
+        assert!(c.lookup("t1", 99).is_some());
+        assert!(c.lookup("t1", 100).is_none());
+        assert!(c.lookup("t2", 0).is_none());
+    }
+
+    #[test]
+    fn revocation_by_predicate() {
+        let c = TokenCache::default();
+        c.insert(token_key("a"), record("u1", 100));
+        c.insert(token_key("b"), record("u1", 100));
+        c.insert(token_key("c"), record("u2", 100));
+        let keys = c.matching(&|r| r.user_id == "u1");
+        assert_eq!(keys.len(), 2);
+        c.forget(&keys);
+        assert!(c.lookup("a", 0).is_none());
+        assert!(c.lookup("c", 0).is_some());
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn key_is_hex_sha256() {
+        assert_eq!(
+            token_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

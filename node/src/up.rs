@@ -1,0 +1,69 @@
+//! `kiln-node up`: the all-in-one cloud. Binds, bootstraps on first start, writes
+//! `openrc`/`clouds.yaml`, prints `kiln: ready at URL`, and stops cleanly on
+//! SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use kiln_controller::config::{
+    Config, SecurityComplianceConfig, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_TOKEN_TTL_SECS,
+};
+use kiln_controller::identity::compliance::Preset;
+use kiln_controller::server::{announce_client_files, ready, shutdown_signal, Server};
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Where state and client files live.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Password rules: `default` (Keystone's, all off) or `strict` (the provider policy).
+    #[arg(long, default_value = "default")]
+    pub security_compliance: Preset,
+    /// The admin password on first start (default: generated; kept in DIR/admin-password).
+    #[arg(long)]
+    pub admin_password: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
+    pub token_ttl: u64,
+}
+
+impl UpArgs {
+    pub fn config(&self) -> Config {
+        Config {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            token_ttl: self.token_ttl,
+            bootstrap_admin_password: self.admin_password.clone(),
+            security_compliance: SecurityComplianceConfig {
+                preset: self.security_compliance,
+                ..SecurityComplianceConfig::default()
+            },
+            ..Config::default()
+        }
+    }
+}
+
+/// Runs the all-in-one cloud until SIGINT/SIGTERM.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let server = Server::bind(&args.config()).await?;
+    if server.bootstrap.created {
+        println!(
+            "kiln: bootstrapped a new cloud in {}",
+            server.data_dir.display()
+        );
+    } else {
+        println!("kiln: reusing the cloud in {}", server.data_dir.display());
+        if args.admin_password.is_some() {
+            println!("kiln: note: --admin-password applies to the first start only; ignored");
+        }
+    }
+    let files = server.write_client_files().await?;
+    announce_client_files(&files);
+    ready(&server.auth_url());
+    server.run(shutdown_signal()).await?;
+    println!("kiln: stopped");
+    Ok(())
+}
