@@ -6,6 +6,7 @@
 
 pub mod dhcp;
 pub mod link;
+pub mod model;
 pub mod netns;
 pub mod nft;
 pub mod probe;

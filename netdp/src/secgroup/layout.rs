@@ -1,0 +1,406 @@
+//! The fixed layout of kiln's two tables (the "skeleton"): base chains, the
+//! anti-spoofing rules, the maps that lead to per-port chains, and their names.
+//!
+//! ```text
+//! table bridge kiln
+//!   chain pre_spoof  (prerouting, -200): meta mark set iifname map @port_mark | 0x80000000
+//!                    anti-spoofing for iifname in @spoof_ports: @as_mac, ARP via @as_ip4,
+//!                    IPv4 via @as_ip4 (DHCP discover excepted, no DHCP server),
+//!                    IPv6 via @as_ip6 (DAD excepted, no RA / DHCPv6 server), else drop
+//!   chain fwd_mark   (forward, -200): meta mark set oifname map @port_mark
+//! table inet kiln     (bridged IP traffic, seen through br_netfilter)
+//!   chain pre_zone   (prerouting, raw): ct zone set iifname map @zone_of   (bridge -> zone)
+//!   chain out_zone   (output, raw):     ct zone set oifname map @zone_of
+//!   chain pre_egress (prerouting, -150): meta mark vmap @egress_map   -> e-<port>
+//!   chain fwd_ingress (forward, 0):      meta mark vmap @ingress_map  -> i-<port>
+//! ```
+//!
+//! Port marks are 1..0x7fffffff; the ingress-port mark set in the bridge
+//! prerouting chain has bit 31 set, the egress-port mark set at bridge forward
+//! does not, so the two maps never confuse them.
+
+use super::exprs::*;
+use super::state::{rules_hash, Chain, Set, Table};
+use crate::nft::sys::*;
+use crate::nft::{ChainDef, Elem, Expr, Hook, PayloadBase, SetDef, Verdict};
+
+pub const TABLE: &str = "kiln";
+
+// bridge table
+pub const SPOOF_PORTS: &str = "spoof_ports";
+pub const AS_MAC: &str = "as_mac";
+pub const AS_IP4: &str = "as_ip4";
+pub const AS_IP6: &str = "as_ip6";
+pub const PORT_MARK: &str = "port_mark";
+pub const PRE_SPOOF: &str = "pre_spoof";
+pub const FWD_MARK: &str = "fwd_mark";
+
+// inet table
+pub const ZONE_OF: &str = "zone_of";
+pub const EGRESS_MAP: &str = "egress_map";
+pub const INGRESS_MAP: &str = "ingress_map";
+pub const ND_IN: &str = "nd_in";
+pub const ND_OUT: &str = "nd_out";
+pub const PRE_ZONE: &str = "pre_zone";
+pub const OUT_ZONE: &str = "out_zone";
+pub const PRE_EGRESS: &str = "pre_egress";
+pub const FWD_INGRESS: &str = "fwd_ingress";
+
+/// Bit set on ingress-port (traffic *from* the port) marks.
+pub const FROM_PORT_BIT: u32 = 0x8000_0000;
+
+/// Per-port chain names.
+pub fn egress_chain(port_id: &str) -> String {
+    format!("e-{port_id}")
+}
+
+pub fn ingress_chain(port_id: &str) -> String {
+    format!("i-{port_id}")
+}
+
+/// Remote-group set name per family.
+pub fn group_set(group_id: &str, v6: bool) -> String {
+    format!("rg{}-{group_id}", if v6 { 6 } else { 4 })
+}
+
+// nft datatype ids (userspace metadata so `nft list` can print elements).
+const T_IPADDR: u32 = 7;
+const T_IP6ADDR: u32 = 8;
+const T_ETHERADDR: u32 = 9;
+const T_MARK: u32 = 19;
+const T_INTEGER: u32 = 4;
+const T_ICMP6_TYPE: u32 = 29;
+const T_IFNAME: u32 = 41;
+
+fn concat_type(types: &[u32]) -> u32 {
+    types.iter().fold(0, |acc, t| (acc << 6) | t)
+}
+
+fn set(
+    name: &str,
+    flags: u32,
+    key_type: u32,
+    key_len: u32,
+    data: Option<(u32, u32)>,
+    concat: Vec<u32>,
+) -> Set {
+    Set::new(SetDef {
+        name: name.to_string(),
+        flags,
+        key_type,
+        key_len,
+        data,
+        concat,
+    })
+}
+
+/// The set definition of a remote-group set.
+pub fn group_set_def(group_id: &str, v6: bool) -> Set {
+    let (t, len) = if v6 { (T_IP6ADDR, 16) } else { (T_IPADDR, 4) };
+    set(
+        &group_set(group_id, v6),
+        NFT_SET_INTERVAL,
+        t,
+        len,
+        None,
+        vec![],
+    )
+}
+
+fn base(name: &str, hooknum: u32, priority: i32, rules: Vec<Vec<Expr>>) -> Chain {
+    let def = ChainDef {
+        name: name.to_string(),
+        hook: Some(Hook {
+            hooknum,
+            priority,
+            chain_type: "filter",
+            policy: Some(Verdict::Accept),
+        }),
+        userdata: None,
+    };
+    Chain::new(def, rules)
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_IPV6: u16 = 0x86dd;
+const UDP: u8 = 17;
+const ICMPV6: u8 = 58;
+
+fn iif_r0() -> Vec<Expr> {
+    vec![load_meta(NFT_META_IIFNAME, R0)]
+}
+
+fn ether_src_r4() -> Vec<Expr> {
+    vec![load(PayloadBase::Link, 6, 6, R4)]
+}
+
+/// The bridge table's skeleton (empty sets, base chains).
+pub fn bridge_skeleton() -> Table {
+    let mut t = Table::absent(NFPROTO_BRIDGE, TABLE);
+    t.present = true;
+    let sets = [
+        set(SPOOF_PORTS, 0, T_IFNAME, 16, None, vec![]),
+        set(
+            AS_MAC,
+            NFT_SET_CONCAT,
+            concat_type(&[T_IFNAME, T_ETHERADDR]),
+            24,
+            None,
+            vec![16, 6],
+        ),
+        set(
+            AS_IP4,
+            NFT_SET_INTERVAL | NFT_SET_CONCAT,
+            concat_type(&[T_IFNAME, T_ETHERADDR, T_IPADDR]),
+            28,
+            None,
+            vec![16, 6, 4],
+        ),
+        set(
+            AS_IP6,
+            NFT_SET_INTERVAL | NFT_SET_CONCAT,
+            concat_type(&[T_IFNAME, T_ETHERADDR, T_IP6ADDR]),
+            40,
+            None,
+            vec![16, 6, 16],
+        ),
+        set(
+            PORT_MARK,
+            NFT_SET_MAP,
+            T_IFNAME,
+            16,
+            Some((T_MARK, 4)),
+            vec![],
+        ),
+    ];
+    for s in sets {
+        t.sets.insert(s.def.name.clone(), s);
+    }
+    let drop_counted = || vec![Expr::Counter, drop()];
+    let pre = vec![
+        // Remember the ingress port: mark = port_mark[iifname] | FROM_PORT_BIT.
+        rule([
+            iif_r0(),
+            vec![
+                map(PORT_MARK, R0, R4),
+                Expr::Bitwise {
+                    sreg: R4,
+                    dreg: R4,
+                    mask: u32::MAX.to_ne_bytes().to_vec(),
+                    xor: FROM_PORT_BIT.to_ne_bytes().to_vec(),
+                },
+                Expr::MetaSet {
+                    key: NFT_META_MARK,
+                    sreg: R4,
+                },
+            ],
+        ]),
+        // Uplinks and ports without port security are not checked.
+        rule([iif_r0(), vec![lookup(SPOOF_PORTS, R0, true), accept()]]),
+        // Source MAC must be the port's (or an allowed pair's).
+        rule([
+            iif_r0(),
+            ether_src_r4(),
+            vec![lookup(AS_MAC, R0, true)],
+            drop_counted(),
+        ]),
+        // ARP: sender MAC . sender IP must be allowed for the port.
+        rule([
+            ether_type(ETH_P_ARP),
+            iif_r0(),
+            vec![
+                load(PayloadBase::Network, 8, 6, R4),
+                load(PayloadBase::Network, 14, 4, R6),
+                lookup(AS_IP4, R0, false),
+                accept(),
+            ],
+        ]),
+        rule([ether_type(ETH_P_ARP), drop_counted()]),
+        // Guests are not DHCP servers.
+        rule([
+            ether_type(ETH_P_IP),
+            l4proto(UDP),
+            payload_eq(PayloadBase::Transport, 0, &67u16.to_be_bytes()),
+            drop_counted(),
+        ]),
+        // DHCP discover/request before the guest has an address.
+        rule([
+            ether_type(ETH_P_IP),
+            payload_eq(PayloadBase::Network, 12, &[0, 0, 0, 0, 255, 255, 255, 255]),
+            l4proto(UDP),
+            payload_eq(PayloadBase::Transport, 0, &[0, 68, 0, 67]),
+            vec![accept()],
+        ]),
+        rule([
+            ether_type(ETH_P_IP),
+            iif_r0(),
+            ether_src_r4(),
+            vec![
+                load(PayloadBase::Network, 12, 4, R6),
+                lookup(AS_IP4, R0, false),
+                accept(),
+            ],
+        ]),
+        // Guests send no router advertisements and are no DHCPv6 servers.
+        rule([
+            ether_type(ETH_P_IPV6),
+            l4proto(ICMPV6),
+            payload_eq(PayloadBase::Transport, 0, &[134]),
+            drop_counted(),
+        ]),
+        rule([
+            ether_type(ETH_P_IPV6),
+            l4proto(UDP),
+            payload_eq(PayloadBase::Transport, 0, &547u16.to_be_bytes()),
+            drop_counted(),
+        ]),
+        // Duplicate address detection comes from the unspecified address.
+        rule([
+            ether_type(ETH_P_IPV6),
+            payload_eq(PayloadBase::Network, 8, &[0; 16]),
+            l4proto(ICMPV6),
+            vec![accept()],
+        ]),
+        rule([
+            ether_type(ETH_P_IPV6),
+            iif_r0(),
+            ether_src_r4(),
+            vec![
+                load(PayloadBase::Network, 8, 16, R6),
+                lookup(AS_IP6, R0, false),
+                accept(),
+            ],
+        ]),
+        drop_counted(),
+    ];
+    let fwd = vec![vec![
+        load_meta(NFT_META_OIFNAME, R0),
+        map(PORT_MARK, R0, R4),
+        Expr::MetaSet {
+            key: NFT_META_MARK,
+            sreg: R4,
+        },
+    ]];
+    for c in [
+        base(PRE_SPOOF, NF_HOOK_PREROUTING, -200, pre),
+        base(FWD_MARK, NF_HOOK_FORWARD, -200, fwd),
+    ] {
+        t.chains.insert(c.def.name.clone(), c);
+    }
+    t.skeleton = skeleton_hash(&t);
+    t
+}
+
+/// ICMPv6 types a port always receives (MLD, RA, NS, NA) and sends (RS, NS, NA, MLDv2).
+pub const ND_IN_TYPES: [u8; 7] = [130, 131, 132, 134, 135, 136, 143];
+pub const ND_OUT_TYPES: [u8; 4] = [133, 135, 136, 143];
+
+/// The inet table's skeleton (empty maps, base chains, the ND type sets).
+pub fn inet_skeleton() -> Table {
+    let mut t = Table::absent(NFPROTO_INET, TABLE);
+    t.present = true;
+    let mut nd_in = set(ND_IN, 0, T_ICMP6_TYPE, 1, None, vec![]);
+    for ty in ND_IN_TYPES {
+        nd_in.insert(Elem::key(vec![ty]));
+    }
+    let mut nd_out = set(ND_OUT, 0, T_ICMP6_TYPE, 1, None, vec![]);
+    for ty in ND_OUT_TYPES {
+        nd_out.insert(Elem::key(vec![ty]));
+    }
+    let sets = [
+        set(
+            ZONE_OF,
+            NFT_SET_MAP,
+            T_IFNAME,
+            16,
+            Some((T_INTEGER, 2)),
+            vec![],
+        ),
+        set(
+            EGRESS_MAP,
+            NFT_SET_MAP,
+            T_MARK,
+            4,
+            Some((NFT_DATA_VERDICT, 0)),
+            vec![],
+        ),
+        set(
+            INGRESS_MAP,
+            NFT_SET_MAP,
+            T_MARK,
+            4,
+            Some((NFT_DATA_VERDICT, 0)),
+            vec![],
+        ),
+        nd_in,
+        nd_out,
+    ];
+    for s in sets {
+        t.sets.insert(s.def.name.clone(), s);
+    }
+    let zone = |key: u32| {
+        vec![vec![
+            load_meta(key, R0),
+            map(ZONE_OF, R0, R4),
+            Expr::CtSet {
+                key: NFT_CT_ZONE,
+                sreg: R4,
+            },
+        ]]
+    };
+    let vmap = |set: &str| {
+        vec![vec![
+            load_meta(NFT_META_MARK, R0),
+            map(set, R0, NFT_REG_VERDICT),
+        ]]
+    };
+    for c in [
+        base(PRE_ZONE, NF_HOOK_PREROUTING, -300, zone(NFT_META_IIFNAME)),
+        base(OUT_ZONE, NF_HOOK_OUTPUT, -300, zone(NFT_META_OIFNAME)),
+        base(PRE_EGRESS, NF_HOOK_PREROUTING, -150, vmap(EGRESS_MAP)),
+        base(FWD_INGRESS, NF_HOOK_FORWARD, 0, vmap(INGRESS_MAP)),
+    ] {
+        t.chains.insert(c.def.name.clone(), c);
+    }
+    t.skeleton = skeleton_hash(&t);
+    t
+}
+
+/// Fingerprint of the fixed parts: base chains' hooks and rules, set shapes,
+/// and the elements of the constant sets.
+fn skeleton_hash(t: &Table) -> u64 {
+    let mut parts: Vec<Vec<Expr>> = Vec::new();
+    for c in t.chains.values() {
+        parts.push(vec![Expr::Immediate {
+            dreg: 0,
+            data: crate::nft::Data::Value(format!("{:?}", c.def).into_bytes()),
+        }]);
+        parts.extend(c.rules.iter().cloned());
+    }
+    for s in t.sets.values() {
+        let shape = format!("{:?}{:?}", s.def, s.elems.keys().collect::<Vec<_>>());
+        parts.push(vec![Expr::Immediate {
+            dreg: 0,
+            data: crate::nft::Data::Value(shape.into_bytes()),
+        }]);
+    }
+    rules_hash(&parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skeletons_are_stable_and_distinct() {
+        assert_eq!(bridge_skeleton().skeleton, bridge_skeleton().skeleton);
+        assert_ne!(bridge_skeleton().skeleton, inet_skeleton().skeleton);
+        assert_eq!(inet_skeleton().chains.len(), 4);
+    }
+
+    #[test]
+    fn concat_types_pack_six_bits_each() {
+        assert_eq!(concat_type(&[T_IFNAME, T_ETHERADDR]), (41 << 6) | 9);
+    }
+}
