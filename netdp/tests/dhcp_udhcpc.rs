@@ -55,7 +55,8 @@ fn lease(mac: [u8; 6], last: u8, host: &str) -> Lease {
 
 /// Run udhcpc once in `ns`; the variables its script saw on "bound", or
 /// None if it got no lease.
-fn udhcpc(ns: &str) -> Option<Vec<(String, String)>> {
+/// `tries` DISCOVERs one second apart.
+fn udhcpc(ns: &str, tries: u32) -> Option<Vec<(String, String)>> {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("script");
     let out = dir.path().join("bound.env");
@@ -156,7 +157,7 @@ async fn udhcpc_gets_exactly_its_lease_and_unknown_macs_get_nothing() {
 
     let env = tokio::task::spawn_blocking({
         let g1 = g1.clone();
-        move || udhcpc(&g1)
+        move || udhcpc(&g1, 5)
     })
     .await
     .unwrap()
@@ -182,7 +183,7 @@ async fn udhcpc_gets_exactly_its_lease_and_unknown_macs_get_nothing() {
     // The unknown MAC times out without an answer.
     let none = tokio::task::spawn_blocking({
         let g2 = g2.clone();
-        move || udhcpc(&g2)
+        move || udhcpc(&g2, 2)
     })
     .await
     .unwrap();
@@ -192,7 +193,7 @@ async fn udhcpc_gets_exactly_its_lease_and_unknown_macs_get_nothing() {
     server.add_lease(lease(MAC2, 11, "vm-two"));
     assert!(server.remove_lease(&MAC1).is_some());
     assert_eq!(server.leases(), vec![lease(MAC2, 11, "vm-two")]);
-    let (env2, env1) = tokio::task::spawn_blocking(move || (udhcpc(&g2), udhcpc(&g1)))
+    let (env2, env1) = tokio::task::spawn_blocking(move || (udhcpc(&g2, 5), udhcpc(&g1, 2)))
         .await
         .unwrap();
     let env2 = env2.expect("added lease not served");
@@ -203,7 +204,7 @@ async fn udhcpc_gets_exactly_its_lease_and_unknown_macs_get_nothing() {
 }
 
 /// Send one DHCP message from inside `ns` (no address yet, port 68, broadcast)
-/// and return the first answer, if any comes within two seconds.
+/// and return the first answer, if any comes (three tries, a second each).
 fn exchange(ns: &str, msg: &Message) -> Option<Message> {
     exchange_raw(ns, &msg.encode(), msg.xid)
 }
@@ -219,17 +220,21 @@ fn exchange_raw(ns: &str, wire: &[u8], xid: u32) -> Option<Message> {
         std::net::UdpSocket::from(s)
     })
     .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    sock.send_to(wire, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut buf = [0u8; 1500];
-    loop {
-        let (n, _) = sock.recv_from(&mut buf).ok()?;
-        let m = parse(&buf[..n]).unwrap();
-        if m.xid == xid {
-            return Some(m);
+    // Like a real client, retransmit: the first frames can be lost while the
+    // fresh veth's carrier comes up.
+    for _ in 0..3 {
+        sock.send_to(wire, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
+            .unwrap();
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let m = parse(&buf[..n]).unwrap();
+            if m.xid == xid {
+                return Some(m);
+            }
         }
     }
+    None
 }
 
 fn request(mac: [u8; 6], xid: u32, opts: Vec<(u8, Vec<u8>)>) -> Message {
