@@ -133,9 +133,9 @@ impl Fixture {
         g(&["ip", "link", "set", "lo", "up"]);
         g(&["ip", "link", "set", "eth0", "address", mac]);
         g(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        g(&["ip", "link", "set", "eth0", "up"]);
         // No IPv6 duplicate address detection delays in the guest.
         g(&["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
+        g(&["ip", "link", "set", "eth0", "up"]);
         Guest {
             ns,
             ifname,
@@ -239,9 +239,15 @@ pub fn udp_send(ns: &str, from: Ipv4Addr, to: Ipv4Addr, port: u16) {
     }
 }
 
+/// True when at least one datagram arrived; drains everything queued so the
+/// next check starts empty.
 pub fn received(sink: &UdpSocket) -> bool {
     let mut buf = [0u8; 8];
-    sink.recv_from(&mut buf).is_ok()
+    let mut any = false;
+    while sink.recv_from(&mut buf).is_ok() {
+        any = true;
+    }
+    any
 }
 
 /// A model with one network on `bridge` (zone `zone`) and one port per guest.
@@ -272,4 +278,82 @@ pub fn port_for(network: &str, g: &Guest, groups: &[&str]) -> Port {
         port_security_enabled: true,
         security_groups: groups.iter().map(|s| s.to_string()).collect(),
     }
+}
+
+/// Send datagrams from `ns`, bound to `from:sport`, to `to:port`.
+pub fn udp_send_port(ns: &str, from: Ipv4Addr, sport: u16, to: Ipv4Addr, port: u16) {
+    let s = Fixture::in_ns(ns, || UdpSocket::bind((from, sport))).unwrap();
+    for _ in 0..3 {
+        let _ = s.send_to(b"x", (to, port));
+    }
+}
+
+/// Pin `ip`'s neighbour entry in `ns` (so sending needs no ARP).
+pub fn static_neigh(ns: &str, ip: Ipv4Addr, mac: &str) {
+    let ip = ip.to_string();
+    let out = Fixture::exec(
+        ns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    );
+    assert!(out.status.success());
+}
+
+/// `nft -j list ruleset` inside `ns` (the test oracle); `None` without `nft`.
+pub fn nft_json(ns: &str) -> Option<serde_json::Value> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-j", "list", "ruleset"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("nft unavailable: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Objects of one kind (`"chain"`, `"set"`, `"map"`, `"rule"`) in a family's table.
+pub fn nft_objects<'a>(
+    j: &'a serde_json::Value,
+    kind: &str,
+    family: &str,
+    table: &str,
+) -> Vec<&'a serde_json::Value> {
+    j["nftables"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| o.get(kind))
+                .filter(|o| o["family"] == family && o["table"] == table)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Names of the chains of a table.
+pub fn nft_chains(j: &serde_json::Value, family: &str, table: &str) -> Vec<String> {
+    nft_objects(j, "chain", family, table)
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Number of elements of a set or map.
+pub fn nft_elem_count(j: &serde_json::Value, family: &str, table: &str, name: &str) -> usize {
+    ["set", "map"]
+        .iter()
+        .flat_map(|k| nft_objects(j, k, family, table))
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["elem"].as_array().map(Vec::len))
+        .unwrap_or(0)
 }
