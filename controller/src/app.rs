@@ -17,6 +17,12 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Runs a read-only identity operation in place: redb reads are short and never
+    /// wait for a writer, so they need no thread hop.
+    pub fn read<R>(&self, f: impl FnOnce(&Identity) -> IdResult<R>) -> ApiResult<R> {
+        f(&self.identity).map_err(ApiError::from)
+    }
+
     /// Runs an identity operation on the blocking pool (store transactions and
     /// argon2 hashing must not stall the async executor).
     pub async fn blocking<R, F>(&self, f: F) -> ApiResult<R>

@@ -12,11 +12,12 @@ use super::model::TokenRecord;
 /// The store/memory key of a token: hex SHA-256, so a copy of the database holds no
 /// usable token.
 pub fn token_key(token: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(token.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
-        use std::fmt::Write;
-        let _ = write!(out, "{b:02x}");
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
     out
 }

@@ -69,9 +69,7 @@ async fn list(
     )?;
     let path = format!("/v3/users/{user_id}/application_credentials");
     let name = q.get("name").map(str::to_string);
-    let creds = state
-        .blocking(move |id| id.list_app_creds(&user_id, name.as_deref()))
-        .await?;
+    let creds = state.read(|id| id.list_app_creds(&user_id, name.as_deref()))?;
     let items = creds
         .iter()
         .map(|a| views::app_cred(&base, a, None))
@@ -96,9 +94,7 @@ async fn show(
         Resource::User(&user_id),
         "identity:get_application_credential",
     )?;
-    let ac = state
-        .blocking(move |id| id.get_app_cred(&user_id, &cred_id))
-        .await?;
+    let ac = state.read(|id| id.get_app_cred(&user_id, &cred_id))?;
     Ok(axum::Json(
         json!({"application_credential": views::app_cred(&base, &ac, None)}),
     ))

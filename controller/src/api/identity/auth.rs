@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::views;
@@ -25,7 +26,7 @@ pub fn router() -> Router<AppState> {
         .route("/v3/auth/system", get(system))
 }
 
-fn with_subject(status: StatusCode, token: &str, body: Value) -> ApiResult<Response> {
+fn with_subject(status: StatusCode, token: &str, body: impl Serialize) -> ApiResult<Response> {
     let header = HeaderValue::from_str(token).map_err(|_| {
         ApiError::BadRequest("The subject token is not a valid header value.".into())
     })?;
@@ -109,9 +110,7 @@ async fn projects(
     Caller(caller): Caller,
 ) -> ApiResult<axum::Json<Value>> {
     let user = caller.user_id.clone();
-    let projects = state
-        .blocking(move |id| id.projects_with_roles(&user))
-        .await?;
+    let projects = state.read(|id| id.projects_with_roles(&user))?;
     let items = projects
         .iter()
         .filter(|p| p.enabled)
@@ -131,19 +130,17 @@ async fn domains(
     Caller(caller): Caller,
 ) -> ApiResult<axum::Json<Value>> {
     let user = caller.user_id.clone();
-    let domains = state
-        .blocking(move |id| {
-            id.read(|r| {
-                let mut out = Vec::new();
-                for d in crate::identity::assignments::domain_ids_of_user(r, &user)? {
-                    if let Some(d) = crate::identity::tables::DOMAINS.get(r, &d)? {
-                        out.push(d);
-                    }
+    let domains = state.read(|id| {
+        id.read(|r| {
+            let mut out = Vec::new();
+            for d in crate::identity::assignments::domain_ids_of_user(r, &user)? {
+                if let Some(d) = crate::identity::tables::DOMAINS.get(r, &d)? {
+                    out.push(d);
                 }
-                Ok(out)
-            })
+            }
+            Ok(out)
         })
-        .await?;
+    })?;
     let items = domains
         .iter()
         .filter(|d| d.enabled)
@@ -163,9 +160,8 @@ async fn system(
     Caller(caller): Caller,
 ) -> ApiResult<axum::Json<Value>> {
     let user = caller.user_id.clone();
-    let has = state
-        .blocking(move |id| id.read(|r| crate::identity::assignments::has_system_roles(r, &user)))
-        .await?;
+    let has =
+        state.read(|id| id.read(|r| crate::identity::assignments::has_system_roles(r, &user)))?;
     let items = if has {
         vec![json!({"all": true})]
     } else {

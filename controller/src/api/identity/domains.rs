@@ -60,7 +60,7 @@ async fn list(
     let f = list_filter(&q)?;
     let all = allowed(&caller, Action::Read, Resource::Cloud);
     let own = caller.user_domain_id.clone();
-    let domains = state.blocking(move |id| id.list_domains(&f)).await?;
+    let domains = state.read(|id| id.list_domains(&f))?;
     let items = domains
         .iter()
         .filter(|d| all || d.id == own)
@@ -90,7 +90,7 @@ async fn show(
             "identity:get_domain",
         )?;
     }
-    let d = state.blocking(move |id| id.get_domain(&domain_id)).await?;
+    let d = state.read(|id| id.get_domain(&domain_id))?;
     Ok(axum::Json(json!({"domain": views::domain(&base, &d)})))
 }
 

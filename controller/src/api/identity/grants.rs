@@ -136,9 +136,7 @@ async fn role_list(
     actor: Actor,
     target: Target,
 ) -> ApiResult<axum::Json<Value>> {
-    let roles = state
-        .blocking(move |id| id.granted_roles(&actor, &target))
-        .await?;
+    let roles = state.read(|id| id.granted_roles(&actor, &target))?;
     let items = roles.iter().map(|r| views::role(base, r)).collect();
     Ok(axum::Json(views::collection(base, path, "roles", items)))
 }
@@ -296,24 +294,22 @@ async fn list_assignments(
         )?;
     }
     let base2 = base.clone();
-    let items = state
-        .blocking(move |id| {
-            let listed = id.list_assignments(&f)?;
-            id.read(|r| {
-                let names = TxNames(r);
-                Ok(listed
-                    .iter()
-                    .map(|l| {
-                        views::assignment(
-                            &base2,
-                            l,
-                            include_names.then_some(&names as &dyn views::Names),
-                        )
-                    })
-                    .collect::<Vec<_>>())
-            })
+    let items = state.read(|id| {
+        let listed = id.list_assignments(&f)?;
+        id.read(|r| {
+            let names = TxNames(r);
+            Ok(listed
+                .iter()
+                .map(|l| {
+                    views::assignment(
+                        &base2,
+                        l,
+                        include_names.then_some(&names as &dyn views::Names),
+                    )
+                })
+                .collect::<Vec<_>>())
         })
-        .await?;
+    })?;
     Ok(axum::Json(views::collection(
         &base,
         "/v3/role_assignments",

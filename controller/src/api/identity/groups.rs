@@ -72,7 +72,7 @@ async fn list(
         "identity:list_groups",
     )?;
     let f = list_filter(&q)?;
-    let groups = state.blocking(move |id| id.list_groups(&f)).await?;
+    let groups = state.read(|id| id.list_groups(&f))?;
     let items = groups.iter().map(|g| views::group(&base, g)).collect();
     Ok(axum::Json(views::collection(
         &base,
@@ -89,7 +89,7 @@ async fn show(
     Path(group_id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     require(&caller, Action::Read, Resource::Cloud, "identity:get_group")?;
-    let g = state.blocking(move |id| id.get_group(&group_id)).await?;
+    let g = state.read(|id| id.get_group(&group_id))?;
     Ok(axum::Json(json!({"group": views::group(&base, &g)})))
 }
 
@@ -140,9 +140,7 @@ async fn members(
         "identity:list_users_in_group",
     )?;
     let path = format!("/v3/groups/{group_id}/users");
-    let users = state
-        .blocking(move |id| id.group_members(&group_id))
-        .await?;
+    let users = state.read(|id| id.group_members(&group_id))?;
     let items = users.iter().map(|u| views::user(&base, u)).collect();
     Ok(axum::Json(views::collection(&base, &path, "users", items)))
 }

@@ -60,20 +60,18 @@ async fn list(
     let f = list_filter(&q)?;
     let all = allowed(&caller, Action::Read, Resource::Cloud);
     let user = caller.user_id.clone();
-    let projects = state
-        .blocking(move |id| {
-            let mut list = id.list_projects(&f)?;
-            if !all {
-                let mine: Vec<String> = id
-                    .projects_with_roles(&user)?
-                    .into_iter()
-                    .map(|p| p.id)
-                    .collect();
-                list.retain(|p| mine.contains(&p.id));
-            }
-            Ok(list)
-        })
-        .await?;
+    let projects = state.read(|id| {
+        let mut list = id.list_projects(&f)?;
+        if !all {
+            let mine: Vec<String> = id
+                .projects_with_roles(&user)?
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            list.retain(|p| mine.contains(&p.id));
+        }
+        Ok(list)
+    })?;
     let items = projects.iter().map(|p| views::project(&base, p)).collect();
     Ok(axum::Json(views::collection(
         &base,
@@ -95,9 +93,7 @@ async fn show(
         Resource::Project(&project_id),
         "identity:get_project",
     )?;
-    let p = state
-        .blocking(move |id| id.get_project(&project_id))
-        .await?;
+    let p = state.read(|id| id.get_project(&project_id))?;
     Ok(axum::Json(json!({"project": views::project(&base, &p)})))
 }
 

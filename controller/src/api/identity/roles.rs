@@ -57,7 +57,7 @@ async fn list(
     q: QueryParams,
 ) -> ApiResult<axum::Json<Value>> {
     let f = list_filter(&q)?;
-    let roles = state.blocking(move |id| id.list_roles(&f)).await?;
+    let roles = state.read(|id| id.list_roles(&f))?;
     let items = roles.iter().map(|r| views::role(&base, r)).collect();
     Ok(axum::Json(views::collection(
         &base,
@@ -73,7 +73,7 @@ async fn show(
     Caller(_caller): Caller,
     Path(role_id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let r = state.blocking(move |id| id.get_role(&role_id)).await?;
+    let r = state.read(|id| id.get_role(&role_id))?;
     Ok(axum::Json(json!({"role": views::role(&base, &r)})))
 }
 

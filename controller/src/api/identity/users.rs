@@ -77,7 +77,7 @@ async fn list(
         "identity:list_users",
     )?;
     let f = list_filter(&q)?;
-    let users = state.blocking(move |id| id.list_users(&f)).await?;
+    let users = state.read(|id| id.list_users(&f))?;
     let items = users.iter().map(|u| views::user(&base, u)).collect();
     Ok(axum::Json(views::collection(
         &base,
@@ -99,7 +99,7 @@ async fn show(
         Resource::User(&user_id),
         "identity:get_user",
     )?;
-    let u = state.blocking(move |id| id.get_user(&user_id)).await?;
+    let u = state.read(|id| id.get_user(&user_id))?;
     Ok(axum::Json(json!({"user": views::user(&base, &u)})))
 }
 
@@ -165,7 +165,7 @@ async fn projects(
         "identity:list_user_projects",
     )?;
     let path = format!("/v3/users/{user_id}/projects");
-    let projects = state.blocking(move |id| id.user_projects(&user_id)).await?;
+    let projects = state.read(|id| id.user_projects(&user_id))?;
     let items = projects.iter().map(|p| views::project(&base, p)).collect();
     Ok(axum::Json(views::collection(
         &base, &path, "projects", items,
@@ -185,7 +185,7 @@ async fn groups(
         "identity:list_groups_for_user",
     )?;
     let path = format!("/v3/users/{user_id}/groups");
-    let groups = state.blocking(move |id| id.user_groups(&user_id)).await?;
+    let groups = state.read(|id| id.user_groups(&user_id))?;
     let items = groups.iter().map(|g| views::group(&base, g)).collect();
     Ok(axum::Json(views::collection(&base, &path, "groups", items)))
 }

@@ -1,11 +1,13 @@
 //! How identity records look on the wire (Keystone v3 shapes), with `links`.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::clock::rfc3339_micros;
 use crate::identity::assignments::Listed;
 use crate::identity::model::{
-    Actor, AppCredential, Domain, Group, Project, Role, Scope, Target, TokenRecord, User,
+    Actor, AppCredRef, AppCredential, Domain, Group, Project, Role, RoleRef, Scope, Target,
+    TokenRecord, User,
 };
 use crate::identity::users::password_expires_at;
 
@@ -152,20 +154,86 @@ pub fn assignment(base: &str, l: &Listed, names: Option<&dyn Names>) -> Value {
     json!({"role": role, actor_key: actor, "scope": scope, "links": links})
 }
 
-/// The token body (`{"token": {...}}`); `catalog` is omitted for unscoped tokens
-/// and with `?nocatalog`.
-pub fn token(t: &TokenRecord, catalog: Option<&Value>) -> Value {
-    let mut tok = json!({
-        "methods": t.methods,
-        "user": {
-            "id": t.user_id, "name": t.user_name,
-            "domain": {"id": t.user_domain_id, "name": t.user_domain_name},
-            "password_expires_at": opt_time(t.password_expires_at),
+#[derive(Serialize)]
+struct Named<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct TokenUser<'a> {
+    id: &'a str,
+    name: &'a str,
+    domain: Named<'a>,
+    password_expires_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenProject<'a> {
+    id: &'a str,
+    name: &'a str,
+    domain: Named<'a>,
+}
+
+#[derive(Serialize)]
+struct AllSystem {
+    all: bool,
+}
+
+#[derive(Serialize)]
+struct TokenView<'a> {
+    methods: &'a [String],
+    user: TokenUser<'a>,
+    audit_ids: &'a [String],
+    expires_at: String,
+    issued_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<TokenProject<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_domain: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<Named<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system: Option<AllSystem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    roles: Option<&'a [RoleRef]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    catalog: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    application_credential: Option<&'a AppCredRef>,
+}
+
+/// The token body (`{"token": {...}}`), serialized straight from the record (this
+/// is the validation hot path: no intermediate JSON tree, no catalog copy).
+/// `catalog` is omitted for unscoped tokens and with `?nocatalog`.
+#[derive(Serialize)]
+pub struct TokenBody<'a> {
+    token: TokenView<'a>,
+}
+
+pub fn token<'a>(t: &'a TokenRecord, catalog: Option<&'a Value>) -> TokenBody<'a> {
+    let mut view = TokenView {
+        methods: &t.methods,
+        user: TokenUser {
+            id: &t.user_id,
+            name: &t.user_name,
+            domain: Named {
+                id: &t.user_domain_id,
+                name: &t.user_domain_name,
+            },
+            password_expires_at: t.password_expires_at.map(rfc3339_micros),
         },
-        "audit_ids": t.audit_ids,
-        "expires_at": rfc3339_micros(t.expires_at),
-        "issued_at": rfc3339_micros(t.issued_at),
-    });
+        audit_ids: &t.audit_ids,
+        expires_at: rfc3339_micros(t.expires_at),
+        issued_at: rfc3339_micros(t.issued_at),
+        project: None,
+        is_domain: None,
+        domain: None,
+        system: None,
+        roles: None,
+        catalog: None,
+        application_credential: t.app_cred.as_ref(),
+    };
     let scoped = match &t.scope {
         Scope::Unscoped => false,
         Scope::Project {
@@ -174,33 +242,29 @@ pub fn token(t: &TokenRecord, catalog: Option<&Value>) -> Value {
             domain_id,
             domain_name,
         } => {
-            tok["project"] =
-                json!({"id": id, "name": name, "domain": {"id": domain_id, "name": domain_name}});
-            tok["is_domain"] = json!(false);
+            view.project = Some(TokenProject {
+                id,
+                name,
+                domain: Named {
+                    id: domain_id,
+                    name: domain_name,
+                },
+            });
+            view.is_domain = Some(false);
             true
         }
         Scope::Domain { id, name } => {
-            tok["domain"] = json!({"id": id, "name": name});
+            view.domain = Some(Named { id, name });
             true
         }
         Scope::System => {
-            tok["system"] = json!({"all": true});
+            view.system = Some(AllSystem { all: true });
             true
         }
     };
     if scoped {
-        tok["roles"] = json!(t
-            .roles
-            .iter()
-            .map(|r| json!({"id": r.id, "name": r.name}))
-            .collect::<Vec<_>>());
-        if let Some(c) = catalog {
-            tok["catalog"] = c.clone();
-        }
+        view.roles = Some(&t.roles);
+        view.catalog = catalog;
     }
-    if let Some(a) = &t.app_cred {
-        tok["application_credential"] =
-            json!({"id": a.id, "name": a.name, "restricted": a.restricted});
-    }
-    json!({ "token": tok })
+    TokenBody { token: view }
 }
