@@ -54,8 +54,7 @@ fn lease(mac: [u8; 6], last: u8, host: &str) -> Lease {
 }
 
 /// Run udhcpc once in `ns`; the variables its script saw on "bound", or
-/// None if it got no lease.
-/// `tries` DISCOVERs one second apart.
+/// None if it got no lease after `tries` DISCOVERs one second apart.
 fn udhcpc(ns: &str, tries: u32) -> Option<Vec<(String, String)>> {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("script");
@@ -70,17 +69,8 @@ fn udhcpc(ns: &str, tries: u32) -> Option<Vec<(String, String)>> {
         .args([
             "netns", "exec", ns, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n",
         ])
-        .args([
-            "-t",
-            "2",
-            "-T",
-            "1",
-            "-O",
-            "mtu",
-            "-O",
-            "staticroutes",
-            "-s",
-        ])
+        .args(["-t", &tries.to_string(), "-T", "1"])
+        .args(["-O", "mtu", "-O", "staticroutes", "-s"])
         .arg(&script)
         .env("OUT", &out)
         .output()
