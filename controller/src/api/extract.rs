@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::identity::model::TokenRecord;
+use crate::identity::tokens::LiveToken;
 
 /// A JSON body. Any content type is accepted (clients are not all careful); the
 /// body must parse into `T`, else 400 with serde's reason.
@@ -99,7 +99,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
 
 /// The authenticated caller: the record of the token in `X-Auth-Token`.
 /// Missing, unknown, expired or revoked tokens → 401. An in-memory lookup.
-pub struct Caller(pub Arc<TokenRecord>);
+pub struct Caller(pub Arc<LiveToken>);
 
 impl<S> FromRequestParts<S> for Caller
 where

@@ -11,7 +11,7 @@ use super::directory::{domain_by_name, get_domain, get_project, project_by_name}
 use super::model::{AppCredRef, Domain, RoleRef, Scope, Target, TokenRecord, User};
 use super::password::{random_token, verify};
 use super::tables::{TOKENS, USERS};
-use super::tokens::token_key;
+use super::tokens::{token_key, LiveToken};
 use super::users::{get_user, password_expires_at, user_by_name};
 use super::{IdResult, Identity, IdentityError};
 use crate::clock::{now_micros, MICROS_PER_SEC};
@@ -169,7 +169,7 @@ impl Identity {
     /// Checks the credentials in `req` and issues a token. Returns the token and its
     /// record. Slow (argon2) for password and application credentials: run off the
     /// async executor.
-    pub fn authenticate(&self, req: &AuthRequest) -> IdResult<(String, Arc<TokenRecord>)> {
+    pub fn authenticate(&self, req: &AuthRequest) -> IdResult<(String, Arc<LiveToken>)> {
         let method =
             req.identity.methods.first().ok_or_else(|| {
                 bad("Invalid input for field 'identity/methods': must not be empty.")
@@ -371,7 +371,7 @@ impl Identity {
         &self,
         who: Authenticated,
         scope_req: Option<&ScopeRequest>,
-    ) -> IdResult<(String, Arc<TokenRecord>)> {
+    ) -> IdResult<(String, Arc<LiveToken>)> {
         let now = now_micros();
         let user = &who.user;
         let (scope, roles) = self.read(|r| {
@@ -490,7 +490,7 @@ impl Identity {
             expires_at = expires_at.min(t);
         }
         let user_domain = self.read(|r| get_domain(r, &user.domain_id))?;
-        let record = Arc::new(TokenRecord {
+        let record = TokenRecord {
             user_id: user.id.clone(),
             user_name: user.name.clone(),
             user_domain_id: user_domain.id,
@@ -503,15 +503,16 @@ impl Identity {
             expires_at,
             audit_ids: vec![random_token(16)],
             app_cred: who.app_cred.map(|a| a.reference),
-        });
+        };
         let token = random_token(32);
         let key = token_key(&token);
         self.write(|w| {
             TOKENS.put(w.tx, &key, &record)?;
             Ok(())
         })?;
-        self.tokens.insert(key, record.clone());
-        Ok((token, record))
+        let live = Arc::new(LiveToken::new(record));
+        self.tokens.insert(key, live.clone());
+        Ok((token, live))
     }
 
     /// Revokes one token (`DELETE /v3/auth/tokens`).

@@ -131,7 +131,7 @@ impl Identity {
             let r = store.read()?;
             for (key, record) in tables::TOKENS.scan(&*r, "")? {
                 if record.expires_at > now {
-                    tokens.insert(key, Arc::new(record));
+                    tokens.insert(key, Arc::new(tokens::LiveToken::new(record)));
                 } else {
                     expired.push(key);
                 }
@@ -188,7 +188,7 @@ impl Identity {
     }
 
     /// The live token's record: an in-memory lookup.
-    pub fn validate_token(&self, token: &str) -> Option<Arc<TokenRecord>> {
+    pub fn validate_token(&self, token: &str) -> Option<Arc<tokens::LiveToken>> {
         self.tokens.lookup(token, now_micros())
     }
 

@@ -3,7 +3,10 @@
 //! restart; revocation deletes them from both.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
 
 use sha2::{Digest, Sha256};
 
@@ -22,21 +25,54 @@ pub fn token_key(token: &str) -> String {
     out
 }
 
+/// A live token: its record, and its rendered validation body once someone asked
+/// (the record never changes, so neither does the body).
+#[derive(Debug)]
+pub struct LiveToken {
+    record: TokenRecord,
+    rendered: OnceLock<Bytes>,
+}
+
+impl LiveToken {
+    pub fn new(record: TokenRecord) -> Self {
+        LiveToken {
+            record,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    pub fn record(&self) -> &TokenRecord {
+        &self.record
+    }
+
+    /// The body `render` produces, computed on first use and then shared.
+    pub fn rendered(&self, render: impl FnOnce(&TokenRecord) -> Bytes) -> Bytes {
+        self.rendered.get_or_init(|| render(&self.record)).clone()
+    }
+}
+
+impl Deref for LiveToken {
+    type Target = TokenRecord;
+    fn deref(&self) -> &TokenRecord {
+        &self.record
+    }
+}
+
 /// Every live token, by [`token_key`].
 #[derive(Default)]
 pub struct TokenCache {
-    map: RwLock<HashMap<String, Arc<TokenRecord>>>,
+    map: RwLock<HashMap<String, Arc<LiveToken>>>,
 }
 
 impl TokenCache {
     /// The record of a live token, if it exists and has not expired at `now`.
-    pub fn lookup(&self, token: &str, now: i64) -> Option<Arc<TokenRecord>> {
+    pub fn lookup(&self, token: &str, now: i64) -> Option<Arc<LiveToken>> {
         let key = token_key(token);
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         map.get(&key).filter(|r| r.expires_at > now).cloned()
     }
 
-    pub fn insert(&self, key: String, record: Arc<TokenRecord>) {
+    pub fn insert(&self, key: String, record: Arc<LiveToken>) {
         self.map
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -76,8 +112,8 @@ mod tests {
     use super::*;
     use crate::identity::model::Scope;
 
-    fn record(user: &str, expires_at: i64) -> Arc<TokenRecord> {
-        Arc::new(TokenRecord {
+    fn record(user: &str, expires_at: i64) -> Arc<LiveToken> {
+        Arc::new(LiveToken::new(TokenRecord {
             user_id: user.into(),
             user_name: user.into(),
             user_domain_id: "default".into(),
@@ -90,7 +126,16 @@ mod tests {
             expires_at,
             audit_ids: vec!["a".into()],
             app_cred: None,
-        })
+        }))
+    }
+
+    #[test]
+    fn rendering_happens_once() {
+        let t = record("u", 1);
+        let a = t.rendered(|r| Bytes::from(r.user_id.clone()));
+        let b = t.rendered(|_| Bytes::from_static(b"other"));
+        assert_eq!(a, b);
+        assert_eq!(&a[..], b"u");
     }
 
     #[test]

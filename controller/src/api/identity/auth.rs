@@ -1,9 +1,11 @@
 //! `/v3/auth/*`: issue, validate, check and revoke tokens; the caller's catalog,
 //! projects, domains and system scope.
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
@@ -16,6 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::identity::auth::AuthBody;
 use crate::identity::model::TokenRecord;
 use crate::identity::policy::is_admin;
+use crate::identity::tokens::LiveToken;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,13 +29,33 @@ pub fn router() -> Router<AppState> {
         .route("/v3/auth/system", get(system))
 }
 
-fn with_subject(status: StatusCode, token: &str, body: impl Serialize) -> ApiResult<Response> {
+fn with_subject(status: StatusCode, token: &str, body: Bytes) -> ApiResult<Response> {
     let header = HeaderValue::from_str(token).map_err(|_| {
         ApiError::BadRequest("The subject token is not a valid header value.".into())
     })?;
-    let mut resp = (status, axum::Json(body)).into_response();
-    resp.headers_mut().insert("x-subject-token", header);
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-subject-token", header);
     Ok(resp)
+}
+
+/// JSON bytes of a token body (our own typed views cannot fail to serialize).
+fn render(body: impl Serialize) -> Bytes {
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .unwrap_or_else(|_| Bytes::from_static(b"{}"))
+}
+
+/// The body of a live token: with the catalog it is rendered once per token and
+/// shared (the validation hot path); without, rendered on demand.
+fn token_body(state: &AppState, live: &LiveToken, catalog: bool) -> Bytes {
+    if catalog {
+        live.rendered(|r| render(views::token(r, Some(state.catalog.json()))))
+    } else {
+        render(views::token(live, None))
+    }
 }
 
 fn wants_catalog(q: &QueryParams) -> ApiResult<bool> {
@@ -48,8 +71,11 @@ async fn issue(
     let (token, record) = state
         .blocking(move |id| id.authenticate(&body.auth))
         .await?;
-    let catalog = (!nocatalog).then(|| state.catalog.json());
-    with_subject(StatusCode::CREATED, &token, views::token(&record, catalog))
+    with_subject(
+        StatusCode::CREATED,
+        &token,
+        token_body(&state, &record, !nocatalog),
+    )
 }
 
 /// The subject token from `X-Subject-Token`; the caller must own it or be an admin.
@@ -57,7 +83,7 @@ fn subject(
     state: &AppState,
     caller: &TokenRecord,
     headers: &HeaderMap,
-) -> ApiResult<(String, std::sync::Arc<TokenRecord>)> {
+) -> ApiResult<(String, std::sync::Arc<LiveToken>)> {
     let token = headers
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
@@ -79,8 +105,8 @@ async fn validate(
     q: QueryParams,
 ) -> ApiResult<Response> {
     let (token, record) = subject(&state, &caller, &headers)?;
-    let catalog = wants_catalog(&q)?.then(|| state.catalog.json());
-    with_subject(StatusCode::OK, &token, views::token(&record, catalog))
+    let body = token_body(&state, &record, wants_catalog(&q)?);
+    with_subject(StatusCode::OK, &token, body)
 }
 
 async fn revoke(
