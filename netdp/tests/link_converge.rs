@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use kiln_netdp::link::tap::TapConfig;
 use kiln_netdp::link::{
-    converge, names, Change, Links, NetworkLinks, PortFlags, PortLinks, VxlanLinks,
+    converge, names, Change, LinkError, Links, NetworkLinks, PortFlags, PortLinks, VxlanLinks,
 };
 use link_support::{can_run, namespace};
 
@@ -163,4 +163,41 @@ async fn converge_creates_fixes_and_cleans_up_idempotently() {
     }
     assert!(links.get("br-foreign").await.unwrap().is_some());
     assert_eq!(converge(&links, &[]).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn a_broken_network_does_not_hold_back_the_others() {
+    if !can_run("a_broken_network_does_not_hold_back_the_others") {
+        return;
+    }
+    let ns = namespace().await;
+    let links = Links::open_in(ns.name()).unwrap();
+    let good = desired(vec![port(PORT1, 1, PortFlags::default())]);
+    let mut broken = desired(vec![]);
+    broken[0].bridge = "kbr-broken".into();
+    if let Some(v) = broken[0].vxlan.as_mut() {
+        v.name = "kvx-broken".into();
+        v.underlay = Some("no-such-dev".into());
+    }
+    let both = [broken[0].clone(), good[0].clone()];
+    match converge(&links, &both).await {
+        Err(LinkError::Converge { failures, changes }) => {
+            assert_eq!(failures.len(), 1, "{failures:?}");
+            assert_eq!(failures[0].0, "kbr-broken");
+            assert!(matches!(failures[0].1, LinkError::NotFound(ref d) if d == "no-such-dev"));
+            assert!(changes.contains(&Change::CreateTap(names::tap(PORT1))));
+        }
+        other => panic!("expected a partial failure, got {other:?}"),
+    }
+    // The good network is complete: converging it alone changes nothing but
+    // the removal of the broken network's bridge.
+    assert_eq!(
+        converge(&links, &good).await.unwrap(),
+        vec![Change::DeleteLeftover("kbr-broken".into())]
+    );
+    // Sync callers inside a runtime get an error, not a panic.
+    assert!(matches!(
+        kiln_netdp::link::block_on(async {}),
+        Err(LinkError::InsideRuntime)
+    ));
 }

@@ -178,14 +178,28 @@ fn is_link_local(ip: &IpAddr) -> bool {
 }
 
 /// Make the kernel (in `links`' namespace) match `desired`; return what changed.
+///
+/// An invalid desired state is refused before anything is touched. A network
+/// that fails (e.g. its underlay device is missing) is reported in
+/// [`LinkError::Converge`] together with the changes made to the others.
 pub async fn converge(links: &Links, desired: &[NetworkLinks]) -> Result<Vec<Change>, LinkError> {
     validate(desired)?;
     let mut changes = Vec::new();
+    let mut failures = Vec::new();
     for net in desired {
-        converge_network(links, net, &mut changes).await?;
+        // One broken network does not hold the others back.
+        if let Err(e) = converge_network(links, net, &mut changes).await {
+            failures.push((net.bridge.clone(), e));
+        }
     }
-    remove_leftovers(links, desired, &mut changes).await?;
-    Ok(changes)
+    if let Err(e) = remove_leftovers(links, desired, &mut changes).await {
+        failures.push(("leftovers".to_string(), e));
+    }
+    if failures.is_empty() {
+        Ok(changes)
+    } else {
+        Err(LinkError::Converge { failures, changes })
+    }
 }
 
 async fn converge_network(

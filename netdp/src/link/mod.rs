@@ -63,11 +63,34 @@ pub enum LinkError {
     /// The desired state is not acceptable (e.g. a name without a kiln prefix).
     #[error("invalid desired state: {0}")]
     InvalidSpec(String),
+    /// [`block_on`] was called from inside a tokio runtime.
+    #[error("link::block_on called inside a tokio runtime: await the future instead")]
+    InsideRuntime,
+    /// Some networks could not be converged; the others were, and leftovers
+    /// were still removed.
+    #[error("converge failed for {}", describe_failures(.failures))]
+    Converge {
+        /// Bridge name and error of each network that failed.
+        failures: Vec<(String, LinkError)>,
+        /// The changes that were made anyway.
+        changes: Vec<Change>,
+    },
+}
+
+fn describe_failures(failures: &[(String, LinkError)]) -> String {
+    failures
+        .iter()
+        .map(|(net, e)| format!("{net}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Run async link work from sync code on a private current-thread runtime.
-/// Must not be called from inside a tokio runtime.
+/// Refused (not a panic) when called from inside a tokio runtime.
 pub fn block_on<F: Future>(fut: F) -> Result<F::Output, LinkError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(LinkError::InsideRuntime);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
