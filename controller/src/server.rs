@@ -182,6 +182,7 @@ pub async fn serve(
     let server = Server::bind(&config).await?;
     let files = server.write_client_files().await?;
     announce_client_files(&files);
+    println!("kiln: listening on {}", server.local_addr);
     ready(&server.auth_url());
     server.run(shutdown).await
 }

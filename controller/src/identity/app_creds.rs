@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::model::{AppCredential, RoleRef, TokenRecord};
 use super::password::{new_id, random_token};
+use super::serde_util::null_default;
 use super::tables::APP_CREDS;
 use super::{IdResult, Identity, IdentityError};
 use crate::clock::{now_micros, parse_rfc3339};
@@ -27,7 +28,7 @@ pub struct NewAppCred {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub roles: Option<Vec<RoleSelector>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub unrestricted: bool,
 }
 

@@ -93,7 +93,7 @@ pub struct ProjectRef {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SystemRef {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::serde_util::null_default")]
     pub all: bool,
 }
 

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::model::{Domain, Project, Scope, Target};
 use super::password::new_id;
+use super::serde_util::{null_default, null_true};
 use super::tables::{
     scoped_name, APP_CREDS, DOMAINS, DOMAIN_NAMES, GROUPS, PROJECTS, PROJECT_NAMES, ROLES,
 };
@@ -20,9 +21,9 @@ pub struct NewDomain {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "null_true")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub tags: Vec<String>,
     /// Keystone allows an explicit id at creation.
     #[serde(default)]
@@ -46,11 +47,11 @@ pub struct NewProject {
     pub domain_id: Option<String>,
     #[serde(default)]
     pub parent_id: Option<String>,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "null_true")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub is_domain: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub tags: Vec<String>,
 }
 

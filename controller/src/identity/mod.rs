@@ -18,6 +18,7 @@ pub mod model;
 pub mod password;
 pub mod policy;
 pub mod roles;
+pub mod serde_util;
 pub mod tables;
 pub mod tokens;
 pub mod users;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::compliance::PasswordRuleError;
 use super::model::{PasswordState, User};
 use super::password::{new_id, verify};
+use super::serde_util::null_default;
 use super::tables::{
     scoped_name, APP_CREDS, ASSIGNMENTS, GROUP_USERS, PROJECTS, USERS, USER_GROUPS, USER_NAMES,
 };
@@ -35,7 +36,7 @@ pub struct NewUser {
     pub enabled: Option<bool>,
     #[serde(default)]
     pub default_project_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub options: Map<String, Value>,
     /// `email`, `description` and any other attribute, kept as given.
     #[serde(flatten)]
