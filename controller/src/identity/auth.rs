@@ -219,15 +219,9 @@ impl Identity {
             .ok_or_else(IdentityError::unauthorized)?;
         let sc = self.compliance();
         let ignore_lockout = user.option("ignore_lockout_failure_attempts");
-        let lock_expired = sc.lockout_failure_attempts > 0
-            && user.failed_auth_count >= sc.lockout_failure_attempts
-            && !sc.is_locked(user.failed_auth_count, user.failed_auth_at, now);
-        let failures = if lock_expired {
-            0
-        } else {
-            user.failed_auth_count
-        };
-        if !ignore_lockout && sc.is_locked(failures, user.failed_auth_at, now) {
+        if !ignore_lockout
+            && sc.is_locked(current_failures(sc, &user, now), user.failed_auth_at, now)
+        {
             return Err(IdentityError::Unauthorized(format!(
                 "The account is locked for user: {}.",
                 user.id
@@ -240,8 +234,10 @@ impl Identity {
         if !ok {
             if sc.lockout_failure_attempts > 0 && !ignore_lockout {
                 self.write(|w| {
+                    // Counted from the record inside the transaction, so concurrent
+                    // failures all count.
                     if let Some(mut u) = USERS.get(w.read(), &user.id)? {
-                        u.failed_auth_count = failures.saturating_add(1);
+                        u.failed_auth_count = current_failures(sc, &u, now).saturating_add(1);
                         u.failed_auth_at = Some(now);
                         USERS.put(w.tx, &u.id, &u)?;
                     }
@@ -512,6 +508,9 @@ impl Identity {
         })?;
         let live = Arc::new(LiveToken::new(record));
         self.tokens.insert(key, live.clone());
+        if self.purge_due(now) {
+            self.purge_expired(now)?;
+        }
         Ok((token, live))
     }
 
@@ -525,6 +524,18 @@ impl Identity {
             w.revoke_key(k);
             Ok(())
         })
+    }
+}
+
+/// Consecutive failures that still count: a lock that has run out starts over.
+fn current_failures(sc: &super::compliance::SecurityCompliance, user: &User, now: i64) -> u32 {
+    let lock_ran_out = sc.lockout_failure_attempts > 0
+        && user.failed_auth_count >= sc.lockout_failure_attempts
+        && !sc.is_locked(user.failed_auth_count, user.failed_auth_at, now);
+    if lock_ran_out {
+        0
+    } else {
+        user.failed_auth_count
     }
 }
 
@@ -560,4 +571,65 @@ fn resolve_scope(r: &dyn ReadTxn, o: &ScopeObject) -> IdResult<Target> {
     Err(bad(
         "The scope must name a project, a domain or the system.",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::bootstrap::TEST_ADMIN_PASSWORD;
+    use crate::identity::compliance::Preset;
+    use crate::identity::testing;
+
+    fn admin_login() -> AuthRequest {
+        serde_json::from_value(serde_json::json!({"identity": {"methods": ["password"],
+            "password": {"user": {"name": "admin", "domain": {"id": "default"},
+            "password": TEST_ADMIN_PASSWORD}}}, "scope": {"system": {"all": true}}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn expired_tokens_are_purged_from_memory_and_store() {
+        let (_d, id) = testing::open(Preset::Default.settings());
+        id.bootstrap_for_tests();
+        let (token, rec) = id.authenticate(&admin_login()).unwrap();
+        assert!(id.validate_token(&token).is_some());
+        assert_eq!(id.purge_expired(rec.expires_at - 1).unwrap(), 0);
+        assert_eq!(id.purge_expired(rec.expires_at).unwrap(), 1);
+        assert!(id.validate_token(&token).is_none());
+        assert_eq!(id.live_tokens(), 0);
+        let stored = id.read(|r| Ok(TOKENS.values(r)?.len())).unwrap();
+        assert_eq!(stored, 0);
+    }
+
+    #[test]
+    fn token_expiry_follows_the_ttl() {
+        let (_d, id) = testing::open(Preset::Default.settings());
+        id.bootstrap_for_tests();
+        let (_, rec) = id.authenticate(&admin_login()).unwrap();
+        assert_eq!(rec.expires_at - rec.issued_at, 3600 * MICROS_PER_SEC);
+    }
+
+    #[test]
+    fn revoked_token_is_gone_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store = crate::store::RedbStore::open(&dir.path().join("s.redb")).unwrap();
+            Identity::open(
+                Arc::new(store),
+                testing::settings(Preset::Default.settings()),
+            )
+            .unwrap()
+        };
+        let (kept, revoked) = {
+            let id = open();
+            id.bootstrap_for_tests();
+            let (a, _) = id.authenticate(&admin_login()).unwrap();
+            let (b, _) = id.authenticate(&admin_login()).unwrap();
+            id.revoke_token(&b).unwrap();
+            (a, b)
+        };
+        let id = open();
+        assert!(id.validate_token(&kept).is_some());
+        assert!(id.validate_token(&revoked).is_none());
+    }
 }

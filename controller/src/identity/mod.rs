@@ -23,9 +23,10 @@ pub mod tables;
 pub mod tokens;
 pub mod users;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use crate::clock::now_micros;
+use crate::clock::{self, now_micros};
 use crate::store::{ReadTxn, Store, StoreError, WriteTxn};
 use compliance::{PasswordRuleError, SecurityCompliance};
 use model::TokenRecord;
@@ -88,7 +89,12 @@ pub struct Identity {
     store: Arc<dyn Store>,
     tokens: TokenCache,
     settings: IdentitySettings,
+    /// When expired tokens were last dropped (microseconds).
+    last_purge: AtomicI64,
 }
+
+/// How often token issue also drops expired tokens.
+const PURGE_INTERVAL_MICROS: i64 = 60 * clock::MICROS_PER_SEC;
 
 /// A write transaction plus the tokens it revokes.
 pub struct WriteCtx<'a> {
@@ -149,6 +155,7 @@ impl Identity {
             store,
             tokens,
             settings,
+            last_purge: AtomicI64::new(now),
         })
     }
 
@@ -191,6 +198,25 @@ impl Identity {
     /// The live token's record: an in-memory lookup.
     pub fn validate_token(&self, token: &str) -> Option<Arc<tokens::LiveToken>> {
         self.tokens.lookup(token, now_micros())
+    }
+
+    /// Drops tokens expired at `now` from memory and the store; returns how many.
+    pub fn purge_expired(&self, now: i64) -> IdResult<usize> {
+        self.last_purge.store(now, Ordering::Relaxed);
+        self.write(|w| {
+            let expired = self.tokens.matching(&|r| r.expires_at <= now);
+            for key in &expired {
+                tables::TOKENS.delete(w.tx, key)?;
+                w.revoke_key(key.clone());
+            }
+            Ok(expired.len())
+        })
+    }
+
+    /// Whether a purge is due (called on token issue, so memory stays bounded by
+    /// the tokens issued within one lifetime).
+    fn purge_due(&self, now: i64) -> bool {
+        now - self.last_purge.load(Ordering::Relaxed) > PURGE_INTERVAL_MICROS
     }
 
     pub fn live_tokens(&self) -> usize {
