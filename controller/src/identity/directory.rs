@@ -7,7 +7,8 @@ use super::model::{Domain, Project, Scope, Target};
 use super::password::new_id;
 use super::serde_util::{null_default, null_true};
 use super::tables::{
-    scoped_name, APP_CREDS, DOMAINS, DOMAIN_NAMES, GROUPS, PROJECTS, PROJECT_NAMES, ROLES,
+    rename_indexed, scoped_name, APP_CREDS, DOMAINS, DOMAIN_NAMES, GROUPS, PROJECTS, PROJECT_NAMES,
+    ROLES,
 };
 use super::{IdResult, Identity, IdentityError, WriteCtx};
 use crate::store::ReadTxn;
@@ -161,14 +162,8 @@ impl Identity {
             let mut d = get_domain(w.read(), id)?;
             if let Some(name) = &patch.name {
                 check_name("domain", name)?;
-                if *name != d.name {
-                    if DOMAIN_NAMES.contains(w.read(), name)? {
-                        return Err(IdentityError::duplicate("domain", name));
-                    }
-                    DOMAIN_NAMES.delete(w.tx, &d.name)?;
-                    DOMAIN_NAMES.put(w.tx, name, &d.id)?;
-                    d.name = name.clone();
-                }
+                rename_indexed(w, DOMAIN_NAMES, "domain", name, &d.name, name, &d.id)?;
+                d.name = name.clone();
             }
             if let Some(desc) = patch.description {
                 d.description = desc;
@@ -301,15 +296,16 @@ impl Identity {
             let mut p = get_project(w.read(), id)?;
             if let Some(name) = &patch.name {
                 check_name("project", name)?;
-                if *name != p.name {
-                    let key = scoped_name(&p.domain_id, name);
-                    if PROJECT_NAMES.contains(w.read(), &key)? {
-                        return Err(IdentityError::duplicate("project", name));
-                    }
-                    PROJECT_NAMES.delete(w.tx, &scoped_name(&p.domain_id, &p.name))?;
-                    PROJECT_NAMES.put(w.tx, &key, &p.id)?;
-                    p.name = name.clone();
-                }
+                rename_indexed(
+                    w,
+                    PROJECT_NAMES,
+                    "project",
+                    name,
+                    &scoped_name(&p.domain_id, &p.name),
+                    &scoped_name(&p.domain_id, name),
+                    &p.id,
+                )?;
+                p.name = name.clone();
             }
             if let Some(desc) = patch.description {
                 p.description = desc;

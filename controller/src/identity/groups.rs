@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::model::{Group, User};
 use super::password::new_id;
 use super::tables::{
-    scoped_name, ASSIGNMENTS, GROUPS, GROUP_NAMES, GROUP_USERS, USERS, USER_GROUPS,
+    rename_indexed, scoped_name, ASSIGNMENTS, GROUPS, GROUP_NAMES, GROUP_USERS, USERS, USER_GROUPS,
 };
 use super::users::get_user;
 use super::{directory, IdResult, Identity, IdentityError, WriteCtx};
@@ -106,15 +106,16 @@ impl Identity {
             let mut g = get_group(w.read(), id)?;
             if let Some(name) = &patch.name {
                 directory::check_name("group", name)?;
-                if *name != g.name {
-                    let key = scoped_name(&g.domain_id, name);
-                    if GROUP_NAMES.contains(w.read(), &key)? {
-                        return Err(IdentityError::duplicate("group", name));
-                    }
-                    GROUP_NAMES.delete(w.tx, &scoped_name(&g.domain_id, &g.name))?;
-                    GROUP_NAMES.put(w.tx, &key, &g.id)?;
-                    g.name = name.clone();
-                }
+                rename_indexed(
+                    w,
+                    GROUP_NAMES,
+                    "group",
+                    name,
+                    &scoped_name(&g.domain_id, &g.name),
+                    &scoped_name(&g.domain_id, name),
+                    &g.id,
+                )?;
+                g.name = name.clone();
             }
             if let Some(d) = patch.description {
                 g.description = d;

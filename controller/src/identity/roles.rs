@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use super::model::{Role, RoleRef};
 use super::password::new_id;
-use super::tables::{scoped_name, ASSIGNMENTS, ROLES, ROLE_NAMES};
+use super::tables::{rename_indexed, scoped_name, ASSIGNMENTS, ROLES, ROLE_NAMES};
 use super::{directory, IdResult, Identity, IdentityError, WriteCtx};
 use crate::store::ReadTxn;
 
@@ -133,15 +133,16 @@ impl Identity {
             let domain = role.domain_id.clone().unwrap_or_default();
             if let Some(name) = &patch.name {
                 directory::check_name("role", name)?;
-                if *name != role.name {
-                    let key = scoped_name(&domain, name);
-                    if ROLE_NAMES.contains(w.read(), &key)? {
-                        return Err(IdentityError::duplicate("role", name));
-                    }
-                    ROLE_NAMES.delete(w.tx, &scoped_name(&domain, &role.name))?;
-                    ROLE_NAMES.put(w.tx, &key, &role.id)?;
-                    role.name = name.clone();
-                }
+                rename_indexed(
+                    w,
+                    ROLE_NAMES,
+                    "role",
+                    name,
+                    &scoped_name(&domain, &role.name),
+                    &scoped_name(&domain, name),
+                    &role.id,
+                )?;
+                role.name = name.clone();
             }
             if let Some(d) = patch.description {
                 role.description = d;

@@ -2,6 +2,8 @@
 
 use crate::store::Table;
 
+use super::{IdResult, IdentityError, WriteCtx};
+
 use super::model::{AppCredential, Assignment, Domain, Group, Project, Role, TokenRecord, User};
 
 pub const DOMAINS: Table<Domain> = Table::new("identity.domains");
@@ -34,4 +36,26 @@ pub const META: Table<String> = Table::new("identity.meta");
 /// The key of a name index entry scoped to a domain.
 pub fn scoped_name(domain_id: &str, name: &str) -> String {
     format!("{domain_id}/{name}")
+}
+
+/// Moves a record's name index entry from `old_key` to `new_key`; 409 if the new
+/// name is taken. Nothing happens when the key does not change.
+pub fn rename_indexed(
+    w: &mut WriteCtx<'_>,
+    index: Table<String>,
+    kind: &str,
+    name: &str,
+    old_key: &str,
+    new_key: &str,
+    id: &str,
+) -> IdResult<()> {
+    if old_key == new_key {
+        return Ok(());
+    }
+    if index.contains(w.read(), new_key)? {
+        return Err(IdentityError::duplicate(kind, name));
+    }
+    index.delete(w.tx, old_key)?;
+    index.put(w.tx, new_key, &id.to_string())?;
+    Ok(())
 }

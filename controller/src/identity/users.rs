@@ -9,7 +9,8 @@ use super::model::{PasswordState, User};
 use super::password::{new_id, verify};
 use super::serde_util::null_default;
 use super::tables::{
-    scoped_name, APP_CREDS, ASSIGNMENTS, GROUP_USERS, PROJECTS, USERS, USER_GROUPS, USER_NAMES,
+    rename_indexed, scoped_name, APP_CREDS, ASSIGNMENTS, GROUP_USERS, PROJECTS, USERS, USER_GROUPS,
+    USER_NAMES,
 };
 use super::{directory, IdResult, Identity, IdentityError, WriteCtx};
 use crate::clock::now_micros;
@@ -239,15 +240,16 @@ impl Identity {
             let mut revoke = false;
             if let Some(name) = &patch.name {
                 directory::check_name("user", name)?;
-                if *name != u.name {
-                    let key = scoped_name(&u.domain_id, name);
-                    if USER_NAMES.contains(w.read(), &key)? {
-                        return Err(IdentityError::duplicate("user", name));
-                    }
-                    USER_NAMES.delete(w.tx, &scoped_name(&u.domain_id, &u.name))?;
-                    USER_NAMES.put(w.tx, &key, &u.id)?;
-                    u.name = name.clone();
-                }
+                rename_indexed(
+                    w,
+                    USER_NAMES,
+                    "user",
+                    name,
+                    &scoped_name(&u.domain_id, &u.name),
+                    &scoped_name(&u.domain_id, name),
+                    &u.id,
+                )?;
+                u.name = name.clone();
             }
             if let Some(enabled) = patch.enabled {
                 if u.enabled && !enabled {
