@@ -25,7 +25,10 @@ pub fn rfc3339_micros(micros: i64) -> String {
 /// Parses an RFC 3339 timestamp (clients send `expires_at` for application
 /// credentials with or without a zone; no zone means UTC).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    let with_zone = if s.ends_with('Z') || s.contains('+') || s[10.min(s.len())..].contains('-') {
+    // A zone is `Z`, `+hh:mm` or `-hh:mm` after the date (whose own dashes come first).
+    let has_zone =
+        s.ends_with('Z') || s.contains('+') || s.get(10..).is_some_and(|time| time.contains('-'));
+    let with_zone = if has_zone {
         s.to_string()
     } else {
         format!("{s}Z")
@@ -63,5 +66,8 @@ mod tests {
             Some(1_500_000_000_000_000)
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+        // Multi-byte input must not panic on a byte slice.
+        assert_eq!(parse_rfc3339("ééééééééé-x"), None);
+        assert_eq!(parse_rfc3339(""), None);
     }
 }

@@ -129,10 +129,11 @@ impl SecurityCompliance {
         if self.minimum_password_age_days == 0 {
             return Ok(());
         }
-        let min = i64::from(self.minimum_password_age_days) * MICROS_PER_DAY;
+        let min = i64::from(self.minimum_password_age_days).saturating_mul(MICROS_PER_DAY);
         let age = now.saturating_sub(set_at);
         if age < min {
-            let remaining = (min - age + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
+            let remaining =
+                min.saturating_sub(age).saturating_add(MICROS_PER_DAY - 1) / MICROS_PER_DAY;
             return Err(PasswordRuleError::TooYoung {
                 days: self.minimum_password_age_days,
                 remaining,
@@ -167,7 +168,11 @@ impl SecurityCompliance {
         if self.password_expires_days == 0 {
             return None;
         }
-        Some(set_at.saturating_add(i64::from(self.password_expires_days) * MICROS_PER_DAY))
+        Some(
+            set_at.saturating_add(
+                i64::from(self.password_expires_days).saturating_mul(MICROS_PER_DAY),
+            ),
+        )
     }
 }
 
