@@ -127,6 +127,27 @@ async fn converge_creates_fixes_and_cleans_up_idempotently() {
     assert_eq!(fixed.len(), expect.len(), "{fixed:?}");
     assert_eq!(converge(&links, &want).await.unwrap(), vec![]);
 
+    // A TAP whose queue count changed (single to multi-queue) is replaced.
+    let requeued = desired(vec![
+        port(PORT1, 2, PortFlags::default()),
+        port(PORT2, 2, quiet),
+    ]);
+    let re = converge(&links, &requeued).await.unwrap();
+    assert!(re.contains(&Change::Replace(tap1.clone())), "{re:?}");
+    assert!(re.contains(&Change::CreateTap(tap1.clone())), "{re:?}");
+    assert!(!re.contains(&Change::Replace(tap2.clone())), "{re:?}");
+    assert_eq!(converge(&links, &requeued).await.unwrap(), vec![]);
+    assert_eq!(
+        converge(&links, &want).await.unwrap(),
+        vec![
+            Change::Replace(tap1.clone()),
+            Change::CreateTap(tap1.clone()),
+            Change::SetMtu(tap1.clone(), 1450),
+            Change::Enslave(tap1.clone(), br.clone()),
+            Change::SetUp(tap1.clone()),
+        ]
+    );
+
     // A VXLAN whose VNI changed is replaced.
     let mut renumbered = want.clone();
     if let Some(v) = renumbered[0].vxlan.as_mut() {

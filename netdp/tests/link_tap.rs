@@ -4,7 +4,7 @@
 mod link_support;
 
 use kiln_netdp::link::tap::{self, TapConfig, TapError};
-use kiln_netdp::link::{LinkKind, Links};
+use kiln_netdp::link::{LinkKind, Links, TunState};
 use link_support::{can_run, exec, namespace};
 
 fn tun_available(test: &str) -> bool {
@@ -46,7 +46,18 @@ async fn multiqueue_vnet_hdr_tap_enslaved_and_up() {
 
     let br = links.require("kbr-t").await.unwrap();
     let l = links.require("ktap-t").await.unwrap();
-    assert_eq!(l.kind, LinkKind::Tun);
+    assert_eq!(
+        l.kind,
+        LinkKind::Tun(TunState {
+            tap: true,
+            vnet_hdr: true,
+            multi_queue: true,
+            persist: true,
+            owner: Some(0),
+            group: Some(0),
+            queues: 4,
+        })
+    );
     assert!(l.up);
     assert_eq!(l.controller, Some(br.index));
 

@@ -252,6 +252,12 @@ async fn converge_network(
 
     // Guest ports.
     for port in &net.ports {
+        if let Some(cur) = links.get(&port.tap).await? {
+            if !tap_matches(&cur.kind, port) {
+                links.delete(&port.tap).await?;
+                changes.push(Change::Replace(port.tap.clone()));
+            }
+        }
         if links.get(&port.tap).await?.is_none() {
             drop(links.create_tap(&port.tap_config())?);
             changes.push(Change::CreateTap(port.tap.clone()));
@@ -260,6 +266,21 @@ async fn converge_network(
         converge_port(links, &state, net, br.index, port.flags, changes).await?;
     }
     Ok(())
+}
+
+/// Whether an existing link can serve as `port`'s TAP: a TAP with the flags a
+/// VMM will attach with (vnet header, multi-queue iff several queues, owner).
+fn tap_matches(kind: &LinkKind, port: &PortLinks) -> bool {
+    let want = port.tap_config();
+    match kind {
+        LinkKind::Tun(t) => {
+            t.tap
+                && t.vnet_hdr == want.vnet_hdr
+                && t.multi_queue == (want.queues > 1)
+                && t.owner == want.owner
+        }
+        _ => false,
+    }
 }
 
 async fn converge_vxlan(

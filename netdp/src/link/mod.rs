@@ -31,7 +31,7 @@ use std::future::Future;
 
 pub use converge::{converge, Change, NetworkLinks, PortLinks, VxlanLinks};
 pub use handle::{Links, VxlanConfig};
-pub use state::{format_mac, LinkKind, LinkState, PortFlags, VxlanState};
+pub use state::{format_mac, LinkKind, LinkState, PortFlags, TunState, VxlanState};
 
 /// What can go wrong talking to the kernel about links.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,9 @@
 
 use std::net::Ipv4Addr;
 
+use rtnetlink::packet_core::Nla;
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoTun, InfoVxlan, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage,
 };
 
@@ -44,6 +45,25 @@ pub struct VxlanState {
     pub underlay: Option<u32>,
 }
 
+/// TUN/TAP parameters as the kernel reports them (IFLA_TUN_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunState {
+    /// A TAP (Ethernet frames) rather than a TUN (IP packets).
+    pub tap: bool,
+    /// Frames carry a virtio-net header.
+    pub vnet_hdr: bool,
+    /// Several queues may attach.
+    pub multi_queue: bool,
+    /// Survives the last fd closing.
+    pub persist: bool,
+    /// User allowed to attach.
+    pub owner: Option<u32>,
+    /// Group allowed to attach.
+    pub group: Option<u32>,
+    /// Queues attached now.
+    pub queues: u32,
+}
+
 /// The kind of a link, as far as kiln cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkKind {
@@ -54,7 +74,7 @@ pub enum LinkKind {
     /// A VXLAN device.
     Vxlan(VxlanState),
     /// A TUN/TAP device.
-    Tun,
+    Tun(TunState),
     /// Anything else, by its kernel kind name (empty for kind-less links like `lo`).
     Other(String),
 }
@@ -110,10 +130,12 @@ impl LinkState {
 fn decode_info(infos: &[LinkInfo], state: &mut LinkState) {
     let mut kind = None;
     let mut vxlan = None;
+    let mut tun = TunState::default();
     for info in infos {
         match info {
             LinkInfo::Kind(k) => kind = Some(k.clone()),
             LinkInfo::Data(InfoData::Vxlan(v)) => vxlan = Some(decode_vxlan(v)),
+            LinkInfo::Data(InfoData::Tun(t)) => tun = decode_tun(t),
             LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
                 state.port_flags = Some(decode_port(p));
             }
@@ -123,7 +145,7 @@ fn decode_info(infos: &[LinkInfo], state: &mut LinkState) {
     state.kind = match kind {
         Some(InfoKind::Bridge) => LinkKind::Bridge,
         Some(InfoKind::Veth) => LinkKind::Veth,
-        Some(InfoKind::Tun) => LinkKind::Tun,
+        Some(InfoKind::Tun) => LinkKind::Tun(tun),
         Some(InfoKind::Vxlan) => LinkKind::Vxlan(vxlan.unwrap_or(VxlanState {
             vni: 0,
             local: None,
@@ -155,6 +177,43 @@ fn decode_vxlan(attrs: &[InfoVxlan]) -> VxlanState {
         }
     }
     v
+}
+
+// IFLA_TUN_* attribute numbers (linux/if_link.h).
+const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_GROUP: u16 = 2;
+const IFLA_TUN_TYPE: u16 = 3;
+const IFLA_TUN_VNET_HDR: u16 = 5;
+const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_MULTI_QUEUE: u16 = 7;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
+/// IFF_TAP as IFLA_TUN_TYPE reports it.
+const TUN_TYPE_TAP: u8 = 2;
+
+fn decode_tun(attrs: &[InfoTun]) -> TunState {
+    let mut t = TunState::default();
+    for a in attrs {
+        let InfoTun::Other(nla) = a else { continue };
+        let mut v = vec![0u8; nla.value_len()];
+        nla.emit_value(&mut v);
+        let byte = v.first().copied().unwrap_or(0);
+        let word = <[u8; 4]>::try_from(v.as_slice())
+            .map(u32::from_ne_bytes)
+            .ok();
+        // The kernel reports "no owner/group" as -1.
+        let id = word.filter(|&w| w != u32::MAX);
+        match nla.kind() {
+            IFLA_TUN_OWNER => t.owner = id,
+            IFLA_TUN_GROUP => t.group = id,
+            IFLA_TUN_TYPE => t.tap = byte == TUN_TYPE_TAP,
+            IFLA_TUN_VNET_HDR => t.vnet_hdr = byte != 0,
+            IFLA_TUN_PERSIST => t.persist = byte != 0,
+            IFLA_TUN_MULTI_QUEUE => t.multi_queue = byte != 0,
+            IFLA_TUN_NUM_QUEUES => t.queues = word.unwrap_or(0),
+            _ => {}
+        }
+    }
+    t
 }
 
 fn decode_port(attrs: &[InfoBridgePort]) -> PortFlags {
@@ -232,6 +291,36 @@ mod tests {
                 neigh_suppress: true
             })
         );
+    }
+
+    #[test]
+    fn decodes_tun_attributes() {
+        use rtnetlink::packet_core::DefaultNla;
+        let nla = |k, v: Vec<u8>| InfoTun::Other(DefaultNla::new(k, v));
+        let t = decode_tun(&[
+            nla(IFLA_TUN_OWNER, 1000u32.to_ne_bytes().to_vec()),
+            nla(IFLA_TUN_GROUP, u32::MAX.to_ne_bytes().to_vec()),
+            nla(IFLA_TUN_TYPE, vec![TUN_TYPE_TAP]),
+            nla(IFLA_TUN_VNET_HDR, vec![1]),
+            nla(IFLA_TUN_PERSIST, vec![0]),
+            nla(IFLA_TUN_MULTI_QUEUE, vec![1]),
+            nla(IFLA_TUN_NUM_QUEUES, 3u32.to_ne_bytes().to_vec()),
+            nla(IFLA_TUN_OWNER + 100, vec![]),
+        ]);
+        assert_eq!(
+            t,
+            TunState {
+                tap: true,
+                vnet_hdr: true,
+                multi_queue: true,
+                persist: false,
+                owner: Some(1000),
+                group: None,
+                queues: 3,
+            }
+        );
+        // Short values read as absent, not as a panic.
+        assert_eq!(decode_tun(&[nla(IFLA_TUN_OWNER, vec![1])]).owner, None);
     }
 
     #[test]
