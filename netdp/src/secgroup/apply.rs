@@ -36,6 +36,15 @@ pub struct Applied {
     pub conntrack_deleted: usize,
 }
 
+/// A change whose rules are in force, with the conntrack cleanup still to do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// nf_tables messages sent in the batch.
+    pub messages: usize,
+    /// Tracked connections the change disallowed (for [`SecurityGroups::flush_conntrack`]).
+    pub conntrack: Vec<CtFilter>,
+}
+
 /// The largest port mark (bit 31 marks traffic *from* a port).
 const MAX_MARK: u32 = FROM_PORT_BIT - 1;
 
@@ -292,6 +301,36 @@ impl SecurityGroups {
         if !self.bridge.present || !self.inet.present {
             return self.apply(model);
         }
+        let pending = self.apply_ports_deferred(model, port_ids)?;
+        let conntrack_deleted = self.flush_conntrack(&pending.conntrack)?;
+        Ok(Applied {
+            messages: pending.messages,
+            conntrack_deleted,
+        })
+    }
+
+    /// Drop the conntrack entries selected by `filters` (see [`conntrack`]).
+    /// Walking the kernel's conntrack table costs milliseconds whatever its
+    /// size, so callers on a hot path may run it after answering.
+    pub fn flush_conntrack(&mut self, filters: &[CtFilter]) -> Result<usize, ApplyError> {
+        Ok(conntrack::flush(&mut self.sock, filters)?)
+    }
+
+    /// The batch of [`SecurityGroups::apply_ports`] alone: the rules are in
+    /// force when this returns; the conntrack entries the change disallowed
+    /// are returned for [`SecurityGroups::flush_conntrack`].
+    pub fn apply_ports_deferred(
+        &mut self,
+        model: &Model,
+        port_ids: &[&str],
+    ) -> Result<Pending, ApplyError> {
+        if !self.bridge.present || !self.inet.present {
+            let applied = self.apply(model)?;
+            return Ok(Pending {
+                messages: applied.messages,
+                conntrack: Vec::new(),
+            });
+        }
         let mut new_rules = BTreeMap::new();
         for id in port_ids {
             let mark = self.ensure_mark(model, id)?;
@@ -424,10 +463,9 @@ impl SecurityGroups {
                 self.ports.remove(&id);
             }
         }
-        let conntrack_deleted = conntrack::flush(&mut self.sock, &filters)?;
-        Ok(Applied {
+        Ok(Pending {
             messages,
-            conntrack_deleted,
+            conntrack: filters,
         })
     }
 }

@@ -16,5 +16,6 @@ pub mod exprs;
 pub mod layout;
 pub mod state;
 
-pub use apply::{Applied, ApplyError, SecurityGroups};
+pub use apply::{Applied, ApplyError, Pending, SecurityGroups};
 pub use compile::CompileError;
+pub use conntrack::CtFilter;
