@@ -156,3 +156,58 @@ async fn a_name_in_an_id_slot_is_404_not_500() {
         assert_error(s, &v, 404);
     }
 }
+
+#[tokio::test]
+async fn services_endpoints_and_regions_mirror_the_catalog() {
+    let c = Cloud::new(Preset::Default);
+    let admin = c.admin().await;
+    let (s, v) = c.get("/v3/services?type=compute", &admin).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let services = v["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1);
+    let sid = services[0]["id"].as_str().unwrap().to_string();
+    let (_, v) = c.get("/v3/services", &admin).await;
+    assert_eq!(v["services"].as_array().unwrap().len(), 7);
+    let (s, v) = c.get(&format!("/v3/services/{sid}"), &admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["service"]["name"], "nova");
+    let (_, v) = c
+        .get(
+            &format!("/v3/endpoints?service_id={sid}&interface=public"),
+            &admin,
+        )
+        .await;
+    let eps = v["endpoints"].as_array().unwrap();
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0]["url"], "http://kiln.test/compute/v2.1");
+    let eid = eps[0]["id"].as_str().unwrap().to_string();
+    let (s, _) = c.get(&format!("/v3/endpoints/{eid}"), &admin).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = c.get("/v3/regions", &admin).await;
+    assert_eq!(v["regions"][0]["id"], "RegionOne");
+    let (s, v) = c.get("/v3/regions/Elsewhere", &admin).await;
+    assert_error(s, &v, 404);
+    let (s, v) = c
+        .post("/v3/services", &admin, json!({"service": {"type": "x"}}))
+        .await;
+    assert_error(s, &v, 501);
+}
+
+#[tokio::test]
+async fn keystone_features_not_built_answer_501() {
+    let c = Cloud::new(Preset::Default);
+    let admin = c.admin().await;
+    for path in [
+        "/v3/credentials",
+        "/v3/OS-TRUST/trusts",
+        "/v3/projects/abc/tags",
+        "/v3/roles/abc/implies/def",
+        "/v3/domains/config/default",
+    ] {
+        let (s, v) = c.get(path, &admin).await;
+        assert_error(s, &v, 501);
+    }
+    // Resources next to them still work.
+    let (s, _) = c.get("/v3/domains/default", &admin).await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -20,7 +20,7 @@ pub const SERVICES: &[(&str, &str, &str)] = &[
 ];
 
 /// A stable 32-hex id derived from `parts`, so endpoint ids do not change across restarts.
-fn stable_id(parts: &[&str]) -> String {
+pub fn stable_id(parts: &[&str]) -> String {
     let digest = Sha256::digest(parts.join("|").as_bytes());
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
@@ -67,6 +67,36 @@ impl Catalog {
     pub fn json(&self) -> &Value {
         &self.json
     }
+
+    /// Every (service, endpoint) pair as flat records, for `/v3/services`,
+    /// `/v3/endpoints` and `/v3/regions`.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for (kind, name, path) in SERVICES {
+            for iface in ["public", "internal", "admin"] {
+                out.push(Entry {
+                    service_id: stable_id(&[kind]),
+                    service_type: kind,
+                    service_name: name,
+                    endpoint_id: stable_id(&[kind, iface]),
+                    interface: iface,
+                    url: format!("{}{path}", self.base),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// One endpoint of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub service_id: String,
+    pub service_type: &'static str,
+    pub service_name: &'static str,
+    pub endpoint_id: String,
+    pub interface: &'static str,
+    pub url: String,
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 
 mod app_creds;
 mod auth;
+mod catalog;
 mod domains;
 mod grants;
 mod groups;
+mod not_implemented;
 mod projects;
 mod roles;
 mod users;
@@ -23,6 +25,8 @@ use super::extract::QueryParams;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(auth::router())
+        .merge(catalog::router())
+        .merge(not_implemented::router())
         .merge(domains::router())
         .merge(projects::router())
         .merge(users::router())
