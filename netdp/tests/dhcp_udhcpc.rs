@@ -196,17 +196,18 @@ async fn udhcpc_gets_exactly_its_lease_and_unknown_macs_get_nothing() {
 /// Send one DHCP message from inside `ns` (no address yet, port 68, broadcast)
 /// and return the first answer, if any comes (three tries, a second each).
 fn exchange(ns: &str, msg: &Message) -> Option<Message> {
-    exchange_raw(ns, &msg.encode(), msg.xid)
+    exchange_raw(ns, &msg.encode(), msg.xid, Ipv4Addr::UNSPECIFIED)
 }
 
-fn exchange_raw(ns: &str, wire: &[u8], xid: u32) -> Option<Message> {
+/// Send `wire` from `local`:68 and wait for the answer to `xid`. A socket
+/// bound to a unicast `local` address does not receive broadcasts.
+fn exchange_raw(ns: &str, wire: &[u8], xid: u32, local: Ipv4Addr) -> Option<Message> {
     let sock = netns::run_in(ns, || {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
         s.set_reuse_address(true).unwrap();
         s.set_broadcast(true).unwrap();
         s.bind_device(Some(b"eth0")).unwrap();
-        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68).into())
-            .unwrap();
+        s.bind(&SocketAddrV4::new(local, 68).into()).unwrap();
         std::net::UdpSocket::from(s)
     })
     .unwrap();
@@ -269,7 +270,7 @@ async fn wrong_request_is_naked_and_right_one_acked_over_the_bridge() {
         );
         // A truncated packet gets no answer and does not stop the server.
         let wire = request(MAC1, 9, vec![(code::REQUESTED_IP, vec![10, 44, 0, 10])]).encode();
-        let garbage = exchange_raw(&g, &wire[..200], 9);
+        let garbage = exchange_raw(&g, &wire[..200], 9, Ipv4Addr::UNSPECIFIED);
         let after = exchange(
             &g,
             &request(MAC1, 10, vec![(code::REQUESTED_IP, vec![10, 44, 0, 10])]),
@@ -285,6 +286,37 @@ async fn wrong_request_is_naked_and_right_one_acked_over_the_bridge() {
     assert_eq!(ack.message_type(), Some(MessageType::Ack));
     assert_eq!(ack.yiaddr, Ipv4Addr::new(10, 44, 0, 10));
     assert_eq!(garbage, None);
+}
+
+#[tokio::test]
+async fn inform_from_a_configured_guest_is_answered_by_unicast() {
+    if !can_run("inform_from_a_configured_guest_is_answered_by_unicast") {
+        return;
+    }
+    let net = network(&[MAC1]).await;
+    let _server =
+        DhcpServer::start(config(net.host.name()), vec![lease(MAC1, 10, "vm-one")]).unwrap();
+    let g = net.guests[0].name().to_string();
+    let guest = Links::open_in(&g).unwrap();
+    let own = Ipv4Addr::new(10, 44, 0, 10);
+    guest
+        .add_address("eth0", IpAddr::V4(own), 24)
+        .await
+        .unwrap();
+    let mut inform = request(MAC1, 21, vec![]);
+    inform.options = vec![(code::MESSAGE_TYPE, vec![MessageType::Inform.to_u8()])];
+    inform.ciaddr = own;
+    inform.flags = 0; // no broadcast bit: the answer comes to ciaddr
+                      // Bound to the guest's own address, the socket sees only unicast answers.
+    let ack = tokio::task::spawn_blocking(move || exchange_raw(&g, &inform.encode(), 21, own))
+        .await
+        .unwrap()
+        .expect("no answer to INFORM");
+    assert_eq!(ack.message_type(), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(ack.option(code::LEASE_TIME), None);
+    assert_eq!(ack.option(code::ROUTER), Some(&[10, 44, 0, 1][..]));
+    assert_eq!(ack.option(code::MTU), Some(&1400u16.to_be_bytes()[..]));
 }
 
 #[tokio::test]
