@@ -28,6 +28,9 @@ pub struct UpArgs {
     /// Token lifetime in seconds.
     #[arg(long, default_value_t = DEFAULT_TOKEN_TTL_SECS)]
     pub token_ttl: u64,
+    /// Base URL the catalog and client files advertise (default: http://<bound address>).
+    #[arg(long)]
+    pub public_url: Option<String>,
 }
 
 impl UpArgs {
@@ -36,6 +39,7 @@ impl UpArgs {
             listen: self.listen.clone(),
             data_dir: self.data_dir.clone(),
             token_ttl: self.token_ttl,
+            public_url: self.public_url.clone(),
             bootstrap_admin_password: self.admin_password.clone(),
             security_compliance: SecurityComplianceConfig {
                 preset: self.security_compliance,
