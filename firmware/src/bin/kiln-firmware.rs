@@ -51,6 +51,13 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
     match cmdline::mode(cmdline) {
         b"probe" => {}
         b"idle" => idle_until_ctrl_alt_del(),
+        // Test jobs for the VMM's failure paths: ignore every request, or
+        // take an exception (the handler triple-faults).
+        b"hang" => loop {
+            core::hint::spin_loop();
+        },
+        // SAFETY: ud2 only raises #UD, which is the point.
+        b"fault" => unsafe { asm!("ud2", options(nomem, nostack)) },
         other => {
             let mut l = Line::new();
             l.bytes(b"kiln-firmware: error: unknown mode ")
@@ -114,14 +121,12 @@ unsafe fn read_u32(addr: usize) -> u32 {
     unsafe { core::ptr::read_volatile(addr as *const u32) }
 }
 
-/// Send a line to COM1 with one `rep outsb`: the VMM sees a single string-I/O
-/// exit for the whole line. The THR is not polled: every VMM this runs on
-/// drains it at once.
+/// Send a line to COM1, one `out` per byte (a plain `out` exits without
+/// instruction emulation; `rep outsb` costs an emulated exit per byte). The
+/// THR is not polled: every VMM this runs on drains it at once.
 fn write_com1(s: &[u8]) {
-    // SAFETY: port I/O is allowed in ring 3 (IOPL=3); rsi/rcx describe `s`.
-    unsafe {
-        asm!("rep outsb", in("dx") COM1, inout("rsi") s.as_ptr() => _, inout("rcx") s.len() => _,
-             options(nostack, readonly, preserves_flags));
+    for b in s {
+        outb(COM1, *b);
     }
 }
 

@@ -1,0 +1,198 @@
+//! The recipe for a VM: validate the config, open KVM, map memory, create
+//! the VM, load the guest, create devices and vCPUs, start the vCPU threads.
+//!
+//! Start-up cost matters (spawn → guest output is a benchmark): the slow
+//! KVM_GET_SUPPORTED_CPUID runs on a second thread while the VM is created
+//! and the guest loaded, and the PIT (whose creation waits for a KVM SRCU
+//! grace period, milliseconds here) is created after the vCPUs started.
+
+use std::fs::OpenOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvm_ioctls::{Kvm, VmFd};
+
+use crate::boot::{self, BootError, BootPlan};
+use crate::config::{BootSource, ConfigError, VmConfig};
+use crate::control::{ControlError, ControlServer};
+use crate::devices::serial::Console;
+use crate::devices::{DeviceError, Devices, COM1, COM1_GSI, I8042_GSI};
+use crate::kvm::vcpu::{self, VcpuControl, VcpuSetup};
+use crate::kvm::{cpuid, regs, vm, KvmError, Step};
+use crate::memory::{self, GuestMemory, MemoryError};
+use crate::metrics::{trace, ExitCounters};
+use crate::vmm::{ExitSignal, Vm};
+
+/// Everything that can stop a VM from being built; each is one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot start a vCPU thread: {0}")]
+    Thread(std::io::Error),
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+}
+
+/// The VM before its vCPUs exist.
+struct Prepared {
+    mem: GuestMemory,
+    vm: VmFd,
+    plan: BootPlan,
+    devices: Devices,
+    exit: Arc<ExitSignal>,
+    server: Option<ControlServer>,
+}
+
+/// Build and start the VM described by `config`.
+pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
+    let source = config.validate()?;
+    trace("config valid");
+    let kvm = vm::open_kvm()?;
+    let (prepared, supported) = std::thread::scope(|scope| {
+        let cpuid = scope.spawn(|| {
+            kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+                .step("get_supported_cpuid")
+        });
+        let prepared = prepare(&kvm, config, &source);
+        let supported = cpuid
+            .join()
+            .unwrap_or(Err(KvmError::Fam("the supported CPUID (its thread died)")));
+        (prepared, supported)
+    });
+    let Prepared {
+        mem,
+        vm: vm_fd,
+        plan,
+        devices,
+        exit,
+        server,
+    } = prepared?;
+    let supported = supported?;
+
+    let vcpus = config.vcpus as u8;
+    let mask: Vec<cpuid::FeatureBit> = config
+        .cpuid_mask
+        .iter()
+        .filter_map(|n| cpuid::feature(n))
+        .collect();
+    let mut fds = Vec::with_capacity(vcpus as usize);
+    for index in 0..vcpus {
+        let setup = VcpuSetup {
+            index,
+            count: vcpus,
+            entry: plan.entry,
+            rip: plan.rip,
+            boot_info: plan.boot_info,
+            supported_cpuid: &supported,
+            mask: &mask,
+        };
+        fds.push(vcpu::create(&vm_fd, &setup)?);
+    }
+    trace("vcpus configured");
+    vmm_sys_util::signal::register_signal_handler(vcpu::kick_signal(), vcpu::kick_handler)
+        .map_err(BuildError::Signal)?;
+
+    let devices = Arc::new(devices);
+    let control = Arc::new(VcpuControl::new());
+    let counters = Arc::new(ExitCounters::default());
+    let mut threads = Vec::with_capacity(fds.len());
+    for (i, fd) in fds.into_iter().enumerate() {
+        let (d, c, e, n) = (
+            devices.clone(),
+            control.clone(),
+            exit.clone(),
+            counters.clone(),
+        );
+        let t = std::thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .stack_size(256 * 1024)
+            .spawn(move || vcpu::run(fd, d, c, e, n))
+            .map_err(BuildError::Thread)?;
+        threads.push(t);
+    }
+    trace("vcpu threads started");
+    let mut vm = Vm {
+        mem,
+        _vm: vm_fd,
+        vcpus: threads,
+        control,
+        exit,
+        devices,
+        counters,
+        server,
+        memory_mib: config.memory_mib,
+        shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
+        paused: false,
+        shutdown_deadline: None,
+    };
+    // On error `vm` is dropped by `run` never being called; stop its vCPUs.
+    if let Err(e) = vm::create_pit(&vm._vm) {
+        vm.abort();
+        return Err(e.into());
+    }
+    trace("pit created");
+    Ok(vm)
+}
+
+/// Memory, VM, guest image and tables, devices and the control socket.
+fn prepare(kvm: &Kvm, config: &VmConfig, source: &BootSource) -> Result<Prepared, BuildError> {
+    let mem = memory::create(config.memory_mib, config.hugepages)?;
+    let vm_fd = vm::create(kvm, &mem)?;
+    trace("vm created");
+    let plan = boot::load(&mem, source, config.vcpus as u8)?;
+    regs::write_boot_tables(&mem, plan.entry)?;
+    trace("guest loaded");
+
+    let log = match &config.console.log {
+        Some(path) => Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| DeviceError::ConsoleLog {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let exit = Arc::new(ExitSignal::new().map_err(DeviceError::EventFd)?);
+    let (devices, irqs) = Devices::new(Console::new(log, config.console.stdout), exit.clone())?;
+    vm_fd
+        .register_irqfd(&irqs.serial, COM1_GSI)
+        .step("register_irqfd(serial)")?;
+    vm_fd
+        .register_irqfd(&irqs.i8042, I8042_GSI)
+        .step("register_irqfd(i8042)")?;
+    // Bytes written to COM1's data register need no answer: KVM queues them
+    // (coalesced PIO) instead of exiting to the VMM for each one; the vCPU
+    // thread replays them in order at its next exit. Without the capability
+    // every byte simply exits.
+    if kvm.check_extension(kvm_ioctls::Cap::CoalescedPio) {
+        let _ = vm_fd.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(u64::from(COM1)), 1);
+    }
+    let server = match &config.control_socket {
+        Some(path) => Some(ControlServer::bind(path)?),
+        None => None,
+    };
+    trace("devices ready");
+    Ok(Prepared {
+        mem,
+        vm: vm_fd,
+        plan,
+        devices,
+        exit,
+        server,
+    })
+}

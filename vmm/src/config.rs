@@ -1,0 +1,301 @@
+//! The VM configuration: plain serde structs with named defaults (what
+//! `kiln-vmm --config FILE` reads) and a separate `validate` step.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Smallest guest the VMM agrees to build.
+pub const MIN_MEMORY_MIB: u64 = 8;
+/// Largest guest (bounded by the 4-level identity map the boot code builds).
+pub const MAX_MEMORY_MIB: u64 = 512 * 1024;
+/// vCPUs are numbered by 8-bit APIC ids; 255 is the broadcast id.
+pub const MAX_VCPUS: u8 = 254;
+
+/// Errors found while reading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad config JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("vcpus must be between 1 and {MAX_VCPUS}, got {0}")]
+    Vcpus(u32),
+    #[error("memory_mib must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB}, got {0}")]
+    Memory(u64),
+    #[error("exactly one of \"kernel\" and \"firmware\" must be given")]
+    BootSource,
+    #[error("{what} {path} does not exist or is not a file")]
+    MissingFile { what: &'static str, path: PathBuf },
+    #[error("{0} are not supported yet (their virtio devices arrive in the virtio issue)")]
+    NotSupportedYet(&'static str),
+    #[error("unknown CPUID feature {0:?} in cpuid_mask")]
+    CpuidFeature(String),
+    #[error("the control socket path {0} is too long for a Unix socket")]
+    SocketPath(PathBuf),
+}
+
+/// Which entry point the guest is started at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entry {
+    /// The Linux 64-bit boot protocol: long mode, rsi = boot params.
+    #[default]
+    Linux64,
+    /// The PVH entry from the ELF note: 32-bit protected mode, ebx = start_info.
+    Pvh,
+}
+
+/// A Linux kernel (bzImage or ELF vmlinux) with optional initrd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    #[serde(default)]
+    pub entry: Entry,
+}
+
+/// A firmware ELF (kiln-firmware).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    #[serde(default)]
+    pub entry: Entry,
+}
+
+/// A disk (virtio-blk; parsed now, served by the virtio issue).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A network interface (virtio-net on a TAP; parsed now, served later).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicConfig {
+    pub tap: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// Where the serial console goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Append console output to this file.
+    #[serde(default)]
+    pub log: Option<PathBuf>,
+    /// Also copy console output to the VMM's stdout.
+    #[serde(default)]
+    pub stdout: bool,
+}
+
+/// The whole VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub hugepages: bool,
+    #[serde(default)]
+    pub kernel: Option<KernelConfig>,
+    #[serde(default)]
+    pub firmware: Option<FirmwareConfig>,
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    #[serde(default)]
+    pub nics: Vec<NicConfig>,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    /// CPUID feature names to hide from the guest (see `kvm::cpuid::FEATURES`).
+    #[serde(default)]
+    pub cpuid_mask: Vec<String>,
+    /// How long a graceful shutdown waits for the guest before a hard stop.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+fn default_memory_mib() -> u64 {
+    128
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    3000
+}
+
+/// What to boot, after validation: one image, its command line and entry.
+#[derive(Debug, Clone)]
+pub struct BootSource {
+    pub image: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub entry: Entry,
+    /// A firmware ELF (not a Linux kernel).
+    pub firmware: bool,
+}
+
+impl VmConfig {
+    /// Read and parse a config file (no validation).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+
+    /// Check everything that can be checked before touching KVM, and return
+    /// the boot source.
+    pub fn validate(&self) -> Result<BootSource, ConfigError> {
+        if self.vcpus == 0 || self.vcpus > u32::from(MAX_VCPUS) {
+            return Err(ConfigError::Vcpus(self.vcpus));
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(ConfigError::Memory(self.memory_mib));
+        }
+        if !self.disks.is_empty() {
+            return Err(ConfigError::NotSupportedYet("disks"));
+        }
+        if !self.nics.is_empty() {
+            return Err(ConfigError::NotSupportedYet("nics"));
+        }
+        for name in &self.cpuid_mask {
+            if crate::kvm::cpuid::feature(name).is_none() {
+                return Err(ConfigError::CpuidFeature(name.clone()));
+            }
+        }
+        if let Some(sock) = &self.control_socket {
+            // sockaddr_un.sun_path holds 108 bytes including the NUL.
+            if sock.as_os_str().len() >= 108 {
+                return Err(ConfigError::SocketPath(sock.clone()));
+            }
+        }
+        let source = match (&self.kernel, &self.firmware) {
+            (Some(k), None) => BootSource {
+                image: k.path.clone(),
+                initrd: k.initrd.clone(),
+                cmdline: k.cmdline.clone().unwrap_or_default(),
+                entry: k.entry,
+                firmware: false,
+            },
+            (None, Some(f)) => BootSource {
+                image: f.path.clone(),
+                initrd: None,
+                cmdline: f.cmdline.clone().unwrap_or_default(),
+                entry: f.entry,
+                firmware: true,
+            },
+            _ => return Err(ConfigError::BootSource),
+        };
+        check_file(
+            if source.firmware {
+                "firmware"
+            } else {
+                "kernel"
+            },
+            &source.image,
+        )?;
+        if let Some(initrd) = &source.initrd {
+            check_file("initrd", initrd)?;
+        }
+        Ok(source)
+    }
+}
+
+fn check_file(what: &'static str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        _ => Err(ConfigError::MissingFile {
+            what,
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<VmConfig, ConfigError> {
+        Ok(serde_json::from_str(json)?)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(r#"{"firmware": {"path": "/bin/sh"}}"#).unwrap();
+        assert_eq!(c.vcpus, 1);
+        assert_eq!(c.memory_mib, 128);
+        assert!(!c.hugepages);
+        let b = c.validate().unwrap();
+        assert!(b.firmware);
+        assert_eq!(b.entry, Entry::Linux64);
+    }
+
+    #[test]
+    fn bad_inputs_are_rejected() {
+        assert!(matches!(parse("{"), Err(ConfigError::Json(_))));
+        assert!(matches!(parse(r#"{"vcpu": 1}"#), Err(ConfigError::Json(_))));
+        let v = |j: &str| parse(j).unwrap().validate();
+        assert!(matches!(v(r#"{}"#), Err(ConfigError::BootSource)));
+        assert!(matches!(
+            v(r#"{"memory_mib": 0, "firmware": {"path": "/bin/sh"}}"#),
+            Err(ConfigError::Memory(0))
+        ));
+        assert!(matches!(
+            v(r#"{"vcpus": 0, "firmware": {"path": "/bin/sh"}}"#),
+            Err(ConfigError::Vcpus(0))
+        ));
+        assert!(matches!(
+            v(r#"{"firmware": {"path": "/nonexistent/fw"}}"#),
+            Err(ConfigError::MissingFile { .. })
+        ));
+        assert!(matches!(
+            v(r#"{"firmware": {"path": "/bin/sh"}, "kernel": {"path": "/bin/sh"}}"#),
+            Err(ConfigError::BootSource)
+        ));
+        assert!(matches!(
+            v(r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/x"}]}"#),
+            Err(ConfigError::NotSupportedYet("disks"))
+        ));
+        assert!(matches!(
+            v(r#"{"firmware": {"path": "/bin/sh"}, "cpuid_mask": ["nonsense"]}"#),
+            Err(ConfigError::CpuidFeature(_))
+        ));
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse(
+            r#"{"vcpus": 2, "memory_mib": 256, "hugepages": true,
+                "kernel": {"path": "/bin/sh", "initrd": "/bin/sh", "cmdline": "console=ttyS0", "entry": "pvh"},
+                "console": {"log": "/tmp/x.log", "stdout": true},
+                "control_socket": "/tmp/x.sock", "cpuid_mask": ["cx16", "xsave"],
+                "shutdown_timeout_ms": 10}"#,
+        )
+        .unwrap();
+        let b = c.validate().unwrap();
+        assert_eq!(b.entry, Entry::Pvh);
+        assert_eq!(b.cmdline, "console=ttyS0");
+        assert!(!b.firmware);
+    }
+}

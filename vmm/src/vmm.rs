@@ -1,0 +1,263 @@
+//! A built, running VM and the main thread's loop: wait for the guest to end,
+//! serve the control socket, pause/resume/stop the vCPU threads.
+
+use std::os::unix::io::AsRawFd;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_ioctls::VmFd;
+use serde_json::{json, Value};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::control::{ControlServer, Request};
+use crate::devices::Devices;
+use crate::kvm::vcpu::{kick_signal, VcpuControl, Wanted};
+use crate::memory::{resident_bytes, GuestMemory};
+use crate::metrics::{rss_kib, since_start_us, ExitCounters, Metrics};
+
+/// Why the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The guest reset the CPU through the i8042 (its way to power off).
+    GuestReset,
+    /// The guest halted with no way to wake up.
+    GuestHalt,
+    /// The guest triple-faulted.
+    GuestTripleFault,
+    /// KVM could not run the guest (internal error, failed entry, ...).
+    GuestCrash(String),
+    /// The VMM failed running a vCPU.
+    VcpuError(String),
+    /// A requested shutdown was not honoured in time; the VM was stopped.
+    ShutdownTimeout,
+}
+
+impl ExitReason {
+    /// The process exit status: 0 clean guest shutdown, 1 VMM error,
+    /// 2 guest crash, 3 hard stop after a shutdown timeout.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ExitReason::GuestReset | ExitReason::GuestHalt => 0,
+            ExitReason::VcpuError(_) => 1,
+            ExitReason::GuestTripleFault | ExitReason::GuestCrash(_) => 2,
+            ExitReason::ShutdownTimeout => 3,
+        }
+    }
+
+    /// One line for stderr, or None for a clean end.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            ExitReason::GuestReset | ExitReason::GuestHalt => None,
+            ExitReason::GuestTripleFault => Some("guest triple-faulted".into()),
+            ExitReason::GuestCrash(m) => Some(format!("guest crashed: {m}")),
+            ExitReason::VcpuError(m) => Some(m.clone()),
+            ExitReason::ShutdownTimeout => {
+                Some("guest ignored the shutdown request; stopped after the timeout".into())
+            }
+        }
+    }
+}
+
+/// The first reason the VM must end, plus an eventfd that wakes the main thread.
+pub struct ExitSignal {
+    evt: EventFd,
+    reason: Mutex<Option<ExitReason>>,
+}
+
+impl ExitSignal {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(ExitSignal {
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            reason: Mutex::new(None),
+        })
+    }
+
+    /// Record `reason` (the first one wins) and wake the main thread.
+    pub fn request(&self, reason: ExitReason) {
+        if let Ok(mut r) = self.reason.lock() {
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        let _ = self.evt.write(1);
+    }
+
+    pub fn reason(&self) -> Option<ExitReason> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// A running VM.
+pub struct Vm {
+    pub(crate) mem: GuestMemory,
+    pub(crate) _vm: VmFd,
+    pub(crate) vcpus: Vec<JoinHandle<()>>,
+    pub(crate) control: Arc<VcpuControl>,
+    pub(crate) exit: Arc<ExitSignal>,
+    pub(crate) devices: Arc<Devices>,
+    pub(crate) counters: Arc<ExitCounters>,
+    pub(crate) server: Option<ControlServer>,
+    pub(crate) memory_mib: u64,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) paused: bool,
+    pub(crate) shutdown_deadline: Option<Instant>,
+}
+
+impl Vm {
+    /// Serve until the guest ends; stop the vCPUs and return why it ended.
+    /// The control socket file is removed before this returns.
+    pub fn run(mut self) -> ExitReason {
+        let reason = loop {
+            if let Some(r) = self.exit.reason() {
+                break r;
+            }
+            let timeout_ms = match self.shutdown_deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break ExitReason::ShutdownTimeout;
+                    }
+                    left.as_millis().clamp(1, i32::MAX as u128) as i32
+                }
+                None => -1,
+            };
+            let control_fds = self.server.as_ref().map(|s| s.fds()).unwrap_or_default();
+            let mut fds: Vec<libc::pollfd> = std::iter::once(self.exit.evt.as_raw_fd())
+                .chain(control_fds.iter().copied())
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `fds` is a valid array of pollfd of the given length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if n <= 0 {
+                continue;
+            }
+            if fds[0].revents != 0 {
+                let _ = self.exit.evt.read();
+            }
+            if fds.len() > 1 && fds[1].revents != 0 {
+                if let Some(s) = self.server.as_mut() {
+                    s.accept();
+                }
+            }
+            // Serve clients in reverse so removals do not shift pending ones.
+            for i in (2..fds.len()).rev() {
+                if fds[i].revents != 0 {
+                    if let Some(mut s) = self.server.take() {
+                        s.serve(i - 2, &mut |req| self.handle(req));
+                        self.server = Some(s);
+                    }
+                }
+            }
+        };
+        self.stop_vcpus();
+        drop(self.server.take());
+        reason
+    }
+
+    /// Answer one control request.
+    fn handle(&mut self, req: Request) -> Value {
+        match req {
+            Request::State => json!({"ok": true, "state": self.state()}),
+            Request::Pause => {
+                if !self.paused {
+                    self.control.set(Wanted::Pause);
+                    self.kick();
+                    if !self
+                        .control
+                        .wait_parked(self.vcpus.len(), Duration::from_secs(2))
+                    {
+                        return crate::control::error("vCPUs did not pause within 2 s");
+                    }
+                    self.paused = true;
+                }
+                json!({"ok": true, "state": self.state()})
+            }
+            Request::Resume => {
+                if self.paused {
+                    self.control.set(Wanted::Run);
+                    self.paused = false;
+                }
+                json!({"ok": true, "state": self.state()})
+            }
+            Request::Shutdown { timeout_ms } => {
+                if self.paused {
+                    self.control.set(Wanted::Run);
+                    self.paused = false;
+                }
+                if let Ok(mut k) = self.devices.i8042.lock() {
+                    k.ctrl_alt_del();
+                }
+                let t = timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(self.shutdown_timeout);
+                let deadline = Instant::now() + t;
+                self.shutdown_deadline =
+                    Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
+                json!({"ok": true, "state": self.state()})
+            }
+            Request::Metrics => {
+                let rss = rss_kib();
+                let guest = resident_bytes(&self.mem) / 1024;
+                let m = Metrics {
+                    exits: self.counters.snapshot(),
+                    exits_total: self.counters.total(),
+                    boot_time_us: self.devices.boot_timer.booted_us(),
+                    uptime_us: since_start_us(),
+                    rss_kib: rss,
+                    guest_resident_kib: guest,
+                    overhead_kib: rss.saturating_sub(guest),
+                    memory_mib: self.memory_mib,
+                    vcpus: self.vcpus.len() as u32,
+                };
+                json!({"ok": true, "metrics": m})
+            }
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        if self.shutdown_deadline.is_some() {
+            "stopping"
+        } else if self.paused {
+            "paused"
+        } else {
+            "running"
+        }
+    }
+
+    /// Send the kick signal to every vCPU thread.
+    fn kick(&self) {
+        for t in &self.vcpus {
+            // SAFETY: the thread handle is not yet joined, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+        }
+    }
+
+    /// Stop the vCPUs of a VM that will not be run (build failed late).
+    pub(crate) fn abort(&mut self) {
+        self.exit
+            .request(ExitReason::VcpuError("VM build aborted".into()));
+        self.stop_vcpus();
+    }
+
+    fn stop_vcpus(&mut self) {
+        self.control.set(Wanted::Stop);
+        // A kick that lands before a new thread has registered its kvm_run
+        // is lost, so kick until every thread has finished.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.vcpus.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            self.kick();
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        for t in self.vcpus.drain(..) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}

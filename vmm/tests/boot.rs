@@ -1,0 +1,476 @@
+//! kiln-vmm end to end on the real /dev/kvm with the real kiln-firmware ELF:
+//! boots (1 and 2 vCPUs, Linux 64-bit and PVH entries), the control socket
+//! (state, pause/resume, metrics, shutdown), exit statuses, and bad configs.
+//! Needs /dev/kvm (skips with a message without it) and the firmware built
+//! into the same target profile directory (fails with a hint without it).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const VMM: &str = env!("CARGO_BIN_EXE_kiln-vmm");
+
+fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping: /dev/kvm is not usable here ({e})");
+            false
+        }
+    }
+}
+
+/// target/<profile>/kiln-firmware, next to the directory this test runs from.
+fn firmware() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let fw = profile_dir.join("kiln-firmware");
+    assert!(
+        fw.is_file(),
+        "{} is missing: build it first with `cargo build -p kiln-firmware{}`",
+        fw.display(),
+        if profile_dir.ends_with("release") {
+            " --release"
+        } else {
+            ""
+        }
+    );
+    fw
+}
+
+struct Guest {
+    dir: tempfile::TempDir,
+}
+
+impl Guest {
+    fn new() -> Self {
+        Guest {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("console.log")
+    }
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+    fn config(&self, extra: Value) -> PathBuf {
+        let mut c = json!({
+            "vcpus": 1,
+            "memory_mib": 64,
+            "firmware": {"path": firmware(), "cmdline": "kiln.mode=probe"},
+            "console": {"log": self.log()},
+            "control_socket": self.sock(),
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        let path = self.dir.path().join("vm.json");
+        std::fs::write(&path, c.to_string()).unwrap();
+        path
+    }
+    fn spawn(&self, extra: Value) -> Child {
+        let cfg = self.config(extra);
+        Command::new(VMM)
+            .arg("--config")
+            .arg(cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+    /// Wait until the console log contains `text`.
+    fn wait_console(&self, child: &mut Child, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.console().contains(text) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "kiln-vmm exited ({status}) before printing {text:?}; console: {}",
+                    self.console()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on the console: {}",
+                self.console()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Wait for the process with a generous bound; kill it if it hangs.
+fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kiln-vmm did not exit; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+struct Control {
+    reader: BufReader<UnixStream>,
+}
+
+impl Control {
+    fn connect(path: &Path) -> Self {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Control {
+            reader: BufReader::new(stream),
+        }
+    }
+    fn ask(&mut self, req: Value) -> Value {
+        let mut line = req.to_string();
+        line.push('\n');
+        self.reader.get_mut().write_all(line.as_bytes()).unwrap();
+        let mut answer = String::new();
+        self.reader.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap()
+    }
+}
+
+fn probe(extra: Value) -> (Guest, Output) {
+    let g = Guest::new();
+    let child = g.spawn(extra);
+    let out = finish(child);
+    (g, out)
+}
+
+fn assert_clean_boot(g: &Guest, out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        g.console().contains("kiln-firmware: booted\n"),
+        "console: {}",
+        g.console()
+    );
+    assert!(
+        stderr.contains("kiln-vmm: guest boot time "),
+        "stderr: {stderr}"
+    );
+    assert!(!g.sock().exists(), "control socket left behind");
+}
+
+#[test]
+fn firmware_boots_with_one_vcpu_and_powers_off_through_the_i8042() {
+    if !kvm_available() {
+        return;
+    }
+    let (g, out) = probe(json!({
+        "firmware": {"path": firmware(), "cmdline": "kiln.mode=probe virtio_mmio.device=4K@0xd0001000:5"}
+    }));
+    assert_clean_boot(&g, &out);
+    assert!(g
+        .console()
+        .contains("kiln-firmware: virtio-mmio 0xd0001000 irq 5\n"));
+}
+
+#[test]
+fn firmware_boots_with_two_vcpus() {
+    if !kvm_available() {
+        return;
+    }
+    let (g, out) = probe(json!({"vcpus": 2}));
+    assert_clean_boot(&g, &out);
+}
+
+#[test]
+fn firmware_boots_through_the_pvh_entry() {
+    if !kvm_available() {
+        return;
+    }
+    let (g, out) = probe(json!({
+        "vcpus": 2,
+        "firmware": {"path": firmware(), "cmdline": "kiln.mode=probe", "entry": "pvh"}
+    }));
+    assert_clean_boot(&g, &out);
+}
+
+#[test]
+fn console_goes_to_stdout_when_asked() {
+    if !kvm_available() {
+        return;
+    }
+    let (_g, out) = probe(json!({"console": {"stdout": true}}));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kiln-firmware: booted\n"));
+}
+
+#[test]
+fn unknown_mode_prints_an_error_and_powers_off() {
+    if !kvm_available() {
+        return;
+    }
+    let (g, out) =
+        probe(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=nonsense"}}));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(g
+        .console()
+        .contains("kiln-firmware: error: unknown mode nonsense\n"));
+}
+
+#[test]
+fn shutdown_through_the_control_socket_is_clean() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    g.wait_console(&mut child, "kiln-firmware: booted\n");
+    let mut c = Control::connect(&g.sock());
+    assert_eq!(c.ask(json!({"action": "state"}))["state"], "running");
+    let a = c.ask(json!({"action": "shutdown", "timeout_ms": 10000}));
+    assert_eq!(a["ok"], true);
+    assert_eq!(a["state"], "stopping");
+    let out = finish(child);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(g.console().contains("ctrl-alt-del, powering off"));
+    assert!(!g.sock().exists());
+}
+
+#[test]
+fn shutdown_of_a_deaf_guest_is_forced_after_the_timeout() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=hang"}}));
+    g.wait_console(&mut child, "kiln-firmware: booted\n");
+    let mut c = Control::connect(&g.sock());
+    assert_eq!(
+        c.ask(json!({"action": "shutdown", "timeout_ms": 200}))["ok"],
+        true
+    );
+    let out = finish(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("stopped after the timeout"), "{stderr}");
+    assert!(!g.sock().exists());
+}
+
+#[test]
+fn pause_stops_the_vcpus_and_resume_restarts_them() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let mut child = g.spawn(json!({
+        "vcpus": 2,
+        "firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}
+    }));
+    g.wait_console(&mut child, "kiln-firmware: booted\n");
+    let mut c = Control::connect(&g.sock());
+    let exits = |c: &mut Control| {
+        c.ask(json!({"action": "metrics"}))["metrics"]["exits_total"]
+            .as_u64()
+            .unwrap()
+    };
+
+    let a = c.ask(json!({"action": "pause"}));
+    assert_eq!(a["state"], "paused", "{a}");
+    assert_eq!(c.ask(json!({"action": "state"}))["state"], "paused");
+    // The idle guest polls the i8042 (an exit each time) whenever it runs.
+    let paused_at = exits(&mut c);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(exits(&mut c), paused_at, "the guest ran while paused");
+
+    assert_eq!(c.ask(json!({"action": "resume"}))["state"], "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exits(&mut c) == paused_at {
+        assert!(
+            Instant::now() < deadline,
+            "the guest did not run again after resume"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Shutting down a paused-then-resumed guest still works.
+    assert_eq!(c.ask(json!({"action": "pause"}))["state"], "paused");
+    assert_eq!(c.ask(json!({"action": "shutdown"}))["ok"], true);
+    let out = finish(child);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_report_the_boot_timer_exits_and_memory() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    g.wait_console(&mut child, "kiln-firmware: booted\n");
+    let mut c = Control::connect(&g.sock());
+    // The boot-timer write follows the booted line; wait for it to land.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = c.ask(json!({"action": "metrics"}));
+        assert_eq!(m["ok"], true, "{m}");
+        // ... and for the idle loop's first i8042 poll.
+        if m["metrics"]["boot_time_us"].is_u64()
+            && m["metrics"]["exits"]["io_in"].as_u64() > Some(0)
+        {
+            break m["metrics"].clone();
+        }
+        assert!(Instant::now() < deadline, "no boot time reported: {m}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(m["boot_time_us"].as_u64().unwrap() > 0);
+    assert!(m["boot_time_us"].as_u64().unwrap() <= m["uptime_us"].as_u64().unwrap());
+    assert!(m["exits"]["mmio_write"].as_u64().unwrap() >= 1, "{m}");
+    assert!(m["exits"]["io_in"].as_u64().unwrap() >= 1, "{m}");
+    let rss = m["rss_kib"].as_u64().unwrap();
+    let guest = m["guest_resident_kib"].as_u64().unwrap();
+    assert!(guest > 0 && guest < 64 * 1024, "{m}");
+    assert_eq!(m["overhead_kib"].as_u64().unwrap(), rss - guest);
+    assert_eq!(m["memory_mib"], 64);
+    let bad = c.ask(json!({"action": "explode"}));
+    assert_eq!(bad["ok"], false);
+    assert!(bad["error"].as_str().unwrap().contains("bad request"));
+    c.ask(json!({"action": "shutdown"}));
+    assert_eq!(finish(child).status.code(), Some(0));
+}
+
+#[test]
+fn a_guest_exception_ends_the_vm_as_a_crash() {
+    if !kvm_available() {
+        return;
+    }
+    let (g, out) = probe(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=fault"}}));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("guest triple-faulted"), "{stderr}");
+    assert!(g.console().contains("kiln-firmware: fault\n"));
+    assert!(!g.sock().exists());
+}
+
+/// Run kiln-vmm on a raw config text; expect exit 1 and exactly one line.
+fn expect_config_error(g: &Guest, config_text: Option<&str>, wanted: &str) {
+    let path = g.dir.path().join("bad.json");
+    if let Some(text) = config_text {
+        std::fs::write(&path, text).unwrap();
+    }
+    let out = Command::new(VMM)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("kiln-vmm: "), "{stderr}");
+    assert!(stderr.contains(wanted), "wanted {wanted:?} in {stderr}");
+    assert!(!g.sock().exists(), "control socket left behind");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_configs_give_one_clear_line_and_leave_nothing_behind() {
+    let g = Guest::new();
+    let fw = firmware();
+    let sock = g.sock();
+    let cfg = |v: Value| v.to_string();
+    expect_config_error(&g, None, "cannot read config");
+    expect_config_error(&g, Some("{\"vcpus\": "), "bad config JSON");
+    expect_config_error(
+        &g,
+        Some(&cfg(json!({"vcpu": 1, "firmware": {"path": fw}}))),
+        "unknown field",
+    );
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"memory_mib": 0, "firmware": {"path": fw}, "control_socket": sock}),
+        )),
+        "memory_mib must be between",
+    );
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"vcpus": 0, "firmware": {"path": fw}, "control_socket": sock}),
+        )),
+        "vcpus must be between",
+    );
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"firmware": {"path": "/nonexistent/kiln-firmware"}, "control_socket": sock}),
+        )),
+        "does not exist",
+    );
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"firmware": {"path": fw}, "nics": [{"tap": "tap0"}], "control_socket": sock}),
+        )),
+        "not supported yet",
+    );
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"firmware": {"path": fw}, "cpuid_mask": ["warp-drive"], "control_socket": sock}),
+        )),
+        "unknown CPUID feature",
+    );
+    if !kvm_available() {
+        return;
+    }
+    // An image bigger than the guest's RAM: fails at load, after KVM was opened.
+    let big = g.dir.path().join("big.img");
+    std::fs::write(&big, vec![0u8; 12 << 20]).unwrap();
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"memory_mib": 8, "kernel": {"path": big}, "control_socket": sock}),
+        )),
+        "too little memory",
+    );
+    // A file that is neither ELF nor bzImage.
+    let junk = g.dir.path().join("junk.img");
+    std::fs::write(&junk, vec![0x5au8; 64 << 10]).unwrap();
+    expect_config_error(
+        &g,
+        Some(&cfg(
+            json!({"kernel": {"path": junk}, "control_socket": sock}),
+        )),
+        "cannot load",
+    );
+}
+
+#[test]
+fn usage_errors_exit_non_zero() {
+    let out = Command::new(VMM).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: kiln-vmm --config FILE"));
+}
