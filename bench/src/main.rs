@@ -2,6 +2,7 @@
 //! reference measured in the same run (see DESIGN.md, "Benchmark output").
 
 mod auth;
+mod boot;
 mod cloud;
 mod report;
 mod sg;
@@ -23,6 +24,8 @@ struct Cli {
 enum Cmd {
     /// Token validation and an authenticated GET against the unauthenticated version document.
     Auth(auth::AuthArgs),
+    /// Spawn → "kiln-firmware: booted" for kiln-vmm (and QEMU microvm with --vs qemu); VMM memory overhead; P guests at once.
+    Boot(boot::BootArgs),
     /// Security groups: iperf3 with and without 1,000 ports' rules; port update and reconcile times vs `nft -f`.
     Sg(sg::SgArgs),
 }
@@ -31,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Auth(a) => auth::run(a),
+        Cmd::Boot(a) => boot::run(a),
         Cmd::Sg(a) => sg::run(a),
     }
 }
