@@ -6,9 +6,9 @@
 //! ports whose interfaces need not exist).
 //! - throughput: iperf3 TCP from guest a to guest b with no nftables tables
 //!   vs with the whole model installed (runs interleaved);
-//! - control path: one port's update (its group changes: both chains refilled,
-//!   two remote-group sets and a verdict-map element changed, one batch) and one
-//!   remote-group member change (only set elements), p50/p99 over U updates,
+//! - control path: one port's update (it moves to another group: two member
+//!   sets and two remote-group sets change, one batch) and one remote-group
+//!   member change (it joins or leaves a rule-less group), p50/p99 over U updates,
 //!   timed until the batch is acknowledged (the rules are then in force); the
 //!   conntrack cleanup that follows each is timed separately,
 //!   against the `nft` binary applying the same port change with `nft -f` to an
@@ -28,7 +28,6 @@ use kiln_netdp::model::{
 use kiln_netdp::netns;
 use kiln_netdp::nft::sys::{NFPROTO_BRIDGE, NFPROTO_INET};
 use kiln_netdp::nft::{Batch, Socket};
-use kiln_netdp::secgroup::compile::protocol_number;
 use kiln_netdp::secgroup::SecurityGroups;
 use serde_json::json;
 
@@ -268,81 +267,18 @@ fn bench_model(ports: usize, rules: usize) -> Model {
     m
 }
 
-/// nft syntax for one compiled Neutron rule (the reference side of the bench).
-fn nft_rule(rule: &SecurityGroupRule) -> String {
-    let v6 = rule.ethertype == Ethertype::IPv6;
-    let mut s = format!("meta nfproto {} ", if v6 { "ipv6" } else { "ipv4" });
-    let proto = rule
-        .protocol
-        .as_deref()
-        .and_then(|p| protocol_number(p, v6));
-    if let Some(p) = proto {
-        let _ = write!(s, "meta l4proto {p} ");
-        match (p, rule.port_range_min, rule.port_range_max) {
-            (1 | 58, Some(t), c) => {
-                let _ = write!(s, "@th,0,8 {t} ");
-                if let Some(c) = c {
-                    let _ = write!(s, "@th,8,8 {c} ");
-                }
-            }
-            (_, Some(a), Some(b)) if a == b => {
-                let _ = write!(s, "th dport {a} ");
-            }
-            (_, Some(a), Some(b)) => {
-                let _ = write!(s, "th dport {a}-{b} ");
-            }
-            _ => {}
-        }
-    }
-    let fam = if v6 { "ip6" } else { "ip" };
-    let dir = if rule.direction == Direction::Ingress {
-        "saddr"
-    } else {
-        "daddr"
-    };
-    if let Some(p) = &rule.remote_ip_prefix {
-        let _ = write!(s, "{fam} {dir} {p} ");
-    }
-    if let Some(g) = &rule.remote_group_id {
-        let _ = write!(s, "{fam} {dir} @rg{}-{g} ", if v6 { 6 } else { 4 });
-    }
-    s.push_str("accept");
-    s
-}
-
-/// The `nft -f` script moving port `j` from group `from` to group `to`: both
-/// chains flushed and refilled, the two remote-group sets updated.
-fn nft_port_update(m: &Model, j: usize, from: &str, to: &str) -> String {
-    let mut s = String::new();
+/// The `nft -f` script making the same change as kiln's port update: port
+/// `j` (packet mark `mark`) moves from group `from` to group `to`, i.e. its
+/// mark leaves and joins the groups' member sets and its address their
+/// remote-group sets, in one transaction.
+fn nft_port_update(j: usize, mark: u32, from: &str, to: &str) -> String {
     let ip = addr(j);
-    for (dir, chain) in [(Direction::Egress, "e"), (Direction::Ingress, "i")] {
-        let c = format!("inet kiln {chain}-p{j}");
-        let (dhcp, nd) = if dir == Direction::Egress {
-            ("udp sport 68 udp dport 67", "nd_out")
-        } else {
-            ("udp sport 67 udp dport 68", "nd_in")
-        };
-        let (d6a, d6b) = if dir == Direction::Egress {
-            (546, 547)
-        } else {
-            (547, 546)
-        };
-        let _ = writeln!(s, "flush chain {c}");
-        let _ = writeln!(s, "add rule {c} ct state invalid counter drop");
-        let _ = writeln!(s, "add rule {c} ct state established,related accept");
-        let _ = writeln!(s, "add rule {c} meta nfproto ipv4 {dhcp} accept");
-        let _ = writeln!(
-            s,
-            "add rule {c} meta nfproto ipv6 udp sport {d6a} udp dport {d6b} accept"
-        );
-        let _ = writeln!(s, "add rule {c} meta nfproto ipv6 icmpv6 type @{nd} accept");
-        if let Some(g) = m.security_groups.get(to) {
-            for rule in g.rules.iter().filter(|r| r.direction == dir) {
-                let _ = writeln!(s, "add rule {c} {}", nft_rule(rule));
-            }
-        }
-        let _ = writeln!(s, "add rule {c} counter drop");
-    }
+    // kiln stores marks in host byte order; nft reads a set of type mark
+    // without byte-order metadata as big-endian, so give it the same bytes.
+    let mark = u32::from_be_bytes(mark.to_ne_bytes());
+    let mut s = String::new();
+    let _ = writeln!(s, "delete element inet kiln pg-{from} {{ {mark:#010x} }}");
+    let _ = writeln!(s, "add element inet kiln pg-{to} {{ {mark:#010x} }}");
     let _ = writeln!(s, "delete element inet kiln rg4-{from} {{ {ip} }}");
     let _ = writeln!(s, "add element inet kiln rg4-{to} {{ {ip} }}");
     s
@@ -561,9 +497,12 @@ pub fn run(args: SgArgs) -> anyhow::Result<()> {
         rs.reconcile(&model)?;
         let dir = std::env::temp_dir().join(format!("kbsg-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let mark = rs
+            .mark_of(&p_id)
+            .ok_or_else(|| anyhow!("port {p_id} has no mark"))?;
         let scripts = [
-            (dir.join("to_b.nft"), nft_port_update(&model, pj, &ga, &gb)),
-            (dir.join("to_a.nft"), nft_port_update(&model, pj, &gb, &ga)),
+            (dir.join("to_b.nft"), nft_port_update(pj, mark, &ga, &gb)),
+            (dir.join("to_a.nft"), nft_port_update(pj, mark, &gb, &ga)),
         ];
         for (p, s) in &scripts {
             std::fs::write(p, s)?;
@@ -618,16 +557,13 @@ mod tests {
     }
 
     #[test]
-    fn nft_rules_render_ports_prefixes_and_groups() {
-        let rules = group_rules(3, 5);
-        assert_eq!(
-            nft_rule(&rules[0]),
-            "meta nfproto ipv4 meta l4proto 6 th dport 1000-1010 ip saddr @rg4-g4 accept"
+    fn nft_script_moves_the_port_between_groups() {
+        let script = nft_port_update(2, 7, "g2", "g3");
+        let want = format!(
+            "pg-g2 {{ {:#010x} }}",
+            u32::from_be_bytes(7u32.to_ne_bytes())
         );
-        assert!(nft_rule(&rules[2]).contains("@th,0,8 8 @th,8,8 0"));
-        assert!(nft_rule(&rules[4]).starts_with("meta nfproto ipv6"));
-        let script = nft_port_update(&bench_model(4, 5), 2, "g2", "g3");
-        assert!(script.contains("flush chain inet kiln e-p2"));
+        assert!(script.contains(&want), "{script}");
         assert!(script.contains("add element inet kiln rg4-g3 { 10.200.0.12 }"));
     }
 }

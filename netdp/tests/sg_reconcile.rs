@@ -28,6 +28,17 @@ fn reconcile_converges_after_restart_and_is_idempotent() {
     });
     m.add_security_group(egress_any("base"));
     m.add_security_group(SecurityGroup {
+        id: "old".into(),
+        rules: vec![rule(
+            "o",
+            Direction::Ingress,
+            Some("udp"),
+            Some((53, 53)),
+            None,
+            None,
+        )],
+    });
+    m.add_security_group(SecurityGroup {
         id: "ssh".into(),
         rules: vec![rule(
             "22",
@@ -72,6 +83,7 @@ fn reconcile_converges_after_restart_and_is_idempotent() {
     // While "down", port c and network br1 are deleted and the ssh rule narrows.
     m.ports.remove("port-ksgv3");
     m.networks.remove("net-br1");
+    m.security_groups.remove("old");
     if let Some(g) = m.security_groups.get_mut("ssh") {
         g.rules[0].port_range_min = Some(2222);
         g.rules[0].port_range_max = Some(2222);
@@ -95,9 +107,9 @@ fn reconcile_converges_after_restart_and_is_idempotent() {
 
     if let Some(j) = nft_json(&f.host) {
         let chains = nft_chains(&j, "inet", "kiln");
-        assert!(chains.contains(&"e-port-ksgv1".to_string()));
+        assert!(chains.contains(&"gi-ssh".to_string()), "{chains:?}");
         assert!(
-            !chains.iter().any(|c| c.ends_with("ksgv3")),
+            !chains.iter().any(|c| c.ends_with("-old")),
             "leftover chains removed: {chains:?}"
         );
         assert_eq!(
@@ -105,7 +117,12 @@ fn reconcile_converges_after_restart_and_is_idempotent() {
             1,
             "leftover network removed"
         );
-        assert_eq!(nft_elem_count(&j, "inet", "kiln", "ingress_map"), 2);
+        assert_eq!(
+            nft_elem_count(&j, "inet", "kiln", "to_ports"),
+            2,
+            "leftover port removed"
+        );
+        assert_eq!(nft_elem_count(&j, "inet", "kiln", "pg-base"), 2);
         assert_eq!(nft_elem_count(&j, "bridge", "kiln", "as_mac"), 2);
     }
 

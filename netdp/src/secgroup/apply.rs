@@ -6,15 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::addr::Range;
 use super::compile::{
-    all_groups, compile, compile_port, group_sets, hash_from_comment, zone_map, CompileError,
-    PortRules,
+    all_groups, chain_hash_elem, compile, compile_port, dispatch_chain, group_chains, group_sets,
+    referenced_groups, zone_map, CompileError, PortRules,
 };
 use super::conntrack::{self, CtFilter};
 use super::layout::*;
 use super::state::{diff_table, elem_key, skeleton_of, Chain, ElemKey, Removed, Set, Table};
-use crate::model::Model;
+use crate::model::{Direction, Model};
 use crate::nft::sys::*;
-use crate::nft::{Batch, ChainDef, Data, NftError, Socket, Verdict};
+use crate::nft::{Batch, ChainDef, Data, NftError, Socket};
 
 /// Errors applying security groups.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +233,7 @@ impl SecurityGroups {
                     let (v6, gid) = (s.name.starts_with("rg6-"), &s.name[4..]);
                     group_set_def(gid, v6).def
                 }
+                None if s.name.starts_with("pg-") => group_ports_def(&s.name[3..]).def,
                 None => crate::nft::SetDef {
                     name: s.name.clone(),
                     flags: s.flags,
@@ -252,13 +253,16 @@ impl SecurityGroups {
             }
             t.sets.insert(s.name, set);
         }
-        // Per-port chains' fingerprints live in the verdict-map elements.
+        // Chains' fingerprints live in the chain_hash map; the bridge table's
+        // fixed chains are covered by its skeleton fingerprint.
         let mut hashes = BTreeMap::new();
-        for map in [EGRESS_MAP, INGRESS_MAP] {
-            if let Some(s) = t.sets.get(map) {
-                for e in s.elems.values() {
-                    if let Some(Data::Verdict(Verdict::Jump(c))) = &e.data {
-                        hashes.insert(c.clone(), hash_from_comment(e.userdata.as_deref()));
+        if let Some(h) = t.sets.get(CHAIN_HASH) {
+            for e in h.elems.values() {
+                let name_end = e.key.iter().position(|&b| b == 0).unwrap_or(e.key.len());
+                let name = String::from_utf8_lossy(&e.key[..name_end]).into_owned();
+                if let Some(Data::Value(v)) = &e.data {
+                    if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                        hashes.insert(name, u64::from_be_bytes(b));
                     }
                 }
             }
@@ -282,7 +286,14 @@ impl SecurityGroups {
                     userdata: None,
                 },
                 rules: Vec::new(),
-                hash: hashes.get(&c.name).copied().unwrap_or(0),
+                hash: hashes
+                    .get(&c.name)
+                    .copied()
+                    .or_else(|| {
+                        let fixed = c.base && t.skeleton == skeleton.skeleton;
+                        fixed.then(|| skeleton.chains.get(&c.name).map(|s| s.hash))?
+                    })
+                    .unwrap_or(0),
             };
             t.chains.insert(c.name, chain);
         }
@@ -341,14 +352,13 @@ impl SecurityGroups {
             new_rules.insert(id.to_string(), pr);
         }
         let empty = PortRules::default();
-        // The scope: these ports' chains and elements, their groups' sets, zone_of.
-        let mut chains = BTreeSet::new();
+        // The scope: these ports' elements, their groups' chains and sets, the
+        // dispatch chains, zone_of. Unchanged parts produce no messages.
         let mut elems: BTreeMap<(u8, &'static str), BTreeSet<ElemKey>> = BTreeMap::new();
         let mut groups = BTreeSet::new();
         for (id, new) in &new_rules {
             let old = self.ports.get(id).unwrap_or(&empty);
             for pr in [old, new] {
-                chains.extend(pr.chains.iter().map(|c| c.def.name.clone()));
                 for (s, e) in &pr.bridge_elems {
                     elems
                         .entry((NFPROTO_BRIDGE, *s))
@@ -363,10 +373,37 @@ impl SecurityGroups {
                 }
                 groups.extend(pr.member_of.iter().cloned());
             }
-            groups.extend(new.references.iter().cloned());
         }
         let existing = all_groups(model);
         groups.retain(|g| existing.contains(g));
+
+        let mut chains = vec![
+            dispatch_chain(model, Direction::Egress),
+            dispatch_chain(model, Direction::Ingress),
+        ];
+        let mut set_groups = groups.clone();
+        for g in groups.iter().filter_map(|g| model.security_groups.get(g)) {
+            chains.extend(group_chains(g)?);
+            // Remote groups a chain refers to must exist before it does.
+            for r in referenced_groups(g) {
+                if !self.inet.sets.contains_key(&group_set(&r, false)) {
+                    set_groups.insert(r);
+                }
+            }
+        }
+        for c in &chains {
+            elems
+                .entry((NFPROTO_INET, CHAIN_HASH))
+                .or_default()
+                .insert(elem_key(&chain_hash_elem(c)));
+            if let Some(old) = self.inet.sets.get(CHAIN_HASH) {
+                let key = super::compile::chain_key(&c.def.name);
+                elems
+                    .entry((NFPROTO_INET, CHAIN_HASH))
+                    .or_default()
+                    .extend(old.elems.keys().filter(|k| k.0 == key).cloned());
+            }
+        }
 
         let mut want_b = sub_table(&self.bridge);
         let mut want_i = sub_table(&self.inet);
@@ -400,14 +437,15 @@ impl SecurityGroups {
                     set.insert(e.clone());
                 }
             }
-            for c in &new.chains {
-                want_i.chains.insert(c.def.name.clone(), c.clone());
-            }
         }
-        for name in &chains {
-            if let Some(c) = self.inet.chains.get(name) {
-                cur_i.chains.insert(name.clone(), c.clone());
+        for c in chains {
+            if let Some(h) = want_i.sets.get_mut(CHAIN_HASH) {
+                h.insert(chain_hash_elem(&c));
             }
+            if let Some(old) = self.inet.chains.get(&c.def.name) {
+                cur_i.chains.insert(c.def.name.clone(), old.clone());
+            }
+            want_i.chains.insert(c.def.name.clone(), c);
         }
         let mut whole: Vec<Set> = Vec::new();
         if let Some(z) = self.inet.sets.get(ZONE_OF) {
@@ -417,8 +455,9 @@ impl SecurityGroups {
             }
             whole.push(s);
         }
-        for g in &groups {
-            whole.extend(group_sets(model, g)?);
+        let marks = &self.marks;
+        for g in &set_groups {
+            whole.extend(group_sets(model, g, &|p| marks.get(p).copied())?);
         }
         for s in whole {
             if let Some(c) = self.inet.sets.get(&s.def.name) {
@@ -534,21 +573,42 @@ fn ct_filters(
 ) -> Vec<CtFilter> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for chain in &removed.narrowed_chains {
-        let Some(id) = chain
-            .strip_prefix("e-")
-            .or_else(|| chain.strip_prefix("i-"))
-        else {
-            continue;
-        };
-        if !seen.insert(id) {
-            continue;
-        }
-        if let Some(pr) = old_ports.get(id).or_else(|| new_ports.get(id)) {
+    let all = || old_ports.iter().chain(new_ports.iter());
+    let mut port_filter = |id: &str, pr: &PortRules, out: &mut Vec<CtFilter>| {
+        if seen.insert(id.to_string()) && !pr.addrs.is_empty() {
             out.push(CtFilter {
                 zone: pr.zone,
                 ranges: pr.addrs.clone(),
             });
+        }
+    };
+    // A group's rules narrowed: its members' connections.
+    for chain in &removed.narrowed_chains {
+        let Some(gid) = chain
+            .strip_prefix("ge-")
+            .or_else(|| chain.strip_prefix("gi-"))
+        else {
+            continue;
+        };
+        for (id, pr) in all() {
+            if pr.member_of.iter().any(|g| g == gid) {
+                port_filter(id, pr, &mut out);
+            }
+        }
+    }
+    // A port left a group: its connections.
+    for (set, e) in &removed.elems {
+        if !set.starts_with("pg-") {
+            continue;
+        }
+        let Ok(k) = <[u8; 4]>::try_from(e.key.as_slice()) else {
+            continue;
+        };
+        let mark = u32::from_ne_bytes(k);
+        for (id, pr) in all() {
+            if pr.mark == Some(mark) {
+                port_filter(id, pr, &mut out);
+            }
         }
     }
     let groups: BTreeSet<&str> = removed

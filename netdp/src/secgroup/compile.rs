@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::addr::{link_local, merge, parse_mac, parse_prefix, AddrError, Range};
 use super::exprs::*;
 use super::layout::*;
-use super::state::{comment, Chain, Set, Table};
-use crate::model::{Direction, Ethertype, Model, Port, SecurityGroupRule};
+use super::state::{Chain, Set, Table};
+use crate::model::{Direction, Ethertype, Model, Port, SecurityGroup, SecurityGroupRule};
 use crate::nft::sys::*;
 use crate::nft::{ChainDef, CmpOp, Data, Elem, Expr, PayloadBase, Verdict};
 
@@ -26,16 +26,16 @@ pub enum CompileError {
     NoMark { port: String },
 }
 
-/// What one port contributes: its two chains and its elements in shared sets.
+/// What one port contributes: its elements in shared sets (ports own no
+/// chains; their groups do).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PortRules {
-    pub chains: Vec<Chain>,
     pub bridge_elems: Vec<(&'static str, Elem)>,
     pub inet_elems: Vec<(&'static str, Elem)>,
-    /// Groups whose remote-group sets hold this port's addresses.
+    /// Groups whose member and remote-group sets hold this port.
     pub member_of: Vec<String>,
-    /// Groups this port's rules refer to as remote groups.
-    pub references: Vec<String>,
+    /// The port's mark (port security on) or `None`.
+    pub mark: Option<u32>,
     /// The port's conntrack zone and addresses (for conntrack cleanup).
     pub zone: Option<u16>,
     pub addrs: Vec<Range>,
@@ -169,12 +169,19 @@ pub fn compile_rule(r: &SecurityGroupRule) -> Result<Vec<Expr>, CompileError> {
     Ok(out)
 }
 
+/// The head of a filtering base chain: only kiln ports' traffic is filtered;
+/// invalid dropped, replies accepted, DHCP and neighbour discovery always allowed.
 fn common_head(dir: Direction) -> Vec<Vec<Expr>> {
-    let (dhcp4, dhcp6, nd) = match dir {
-        Direction::Egress => ([0, 68, 0, 67], [2, 34, 2, 35], ND_OUT),
-        Direction::Ingress => ([0, 67, 0, 68], [2, 35, 2, 34], ND_IN),
+    let (dhcp4, dhcp6, nd, ports) = match dir {
+        Direction::Egress => ([0, 68, 0, 67], [2, 34, 2, 35], ND_OUT, FROM_PORTS),
+        Direction::Ingress => ([0, 67, 0, 68], [2, 35, 2, 34], ND_IN, TO_PORTS),
     };
     vec![
+        vec![
+            load_meta(NFT_META_MARK, R0),
+            lookup(ports, R0, true),
+            accept(),
+        ],
         rule([
             ct_state_any(NF_CT_STATE_INVALID),
             vec![Expr::Counter, drop()],
@@ -246,19 +253,6 @@ pub fn port_ranges(p: &Port) -> Result<Vec<Range>, CompileError> {
     Ok(merge(all))
 }
 
-fn hash_comment(h: u64) -> Vec<u8> {
-    comment(&format!("h={h:016x}"))
-}
-
-/// The hash a verdict-map element records for the chain it jumps to.
-pub fn hash_from_comment(udata: Option<&[u8]>) -> u64 {
-    udata
-        .and_then(super::state::comment_text)
-        .and_then(|t| t.strip_prefix("h="))
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or(0)
-}
-
 /// Compile one port. `mark` is its packet mark (1..0x7fffffff).
 pub fn compile_port(model: &Model, p: &Port, mark: Option<u32>) -> Result<PortRules, CompileError> {
     let net = model
@@ -279,6 +273,7 @@ pub fn compile_port(model: &Model, p: &Port, mark: Option<u32>) -> Result<PortRu
         return Ok(out);
     }
     let mark = mark.ok_or_else(|| CompileError::NoMark { port: p.id.clone() })?;
+    out.mark = Some(mark);
     out.member_of = p.security_groups.clone();
 
     // Anti-spoofing elements (bridge table).
@@ -305,55 +300,104 @@ pub fn compile_port(model: &Model, p: &Port, mark: Option<u32>) -> Result<PortRu
                 .push((if r.v6 { AS_IP6 } else { AS_IP4 }, e));
         }
     }
-
-    // Per-port chains (inet table).
-    let mut refs = BTreeSet::new();
-    for dir in [Direction::Egress, Direction::Ingress] {
-        let mut rules = common_head(dir);
-        let mut seen = BTreeSet::new();
-        for gid in &p.security_groups {
-            let Some(g) = model.security_groups.get(gid) else {
-                continue; // an unknown group allows nothing
-            };
-            for r in g.rules.iter().filter(|r| r.direction == dir) {
-                let exprs = compile_rule(r)?;
-                if let Some(rg) = &r.remote_group_id {
-                    refs.insert(rg.clone());
-                }
-                if seen.insert(format!("{exprs:?}")) {
-                    rules.push(exprs);
-                }
-            }
-        }
-        rules.push(vec![Expr::Counter, drop()]);
-        let (name, map_name, key) = match dir {
-            Direction::Egress => (egress_chain(&p.id), EGRESS_MAP, mark | FROM_PORT_BIT),
-            Direction::Ingress => (ingress_chain(&p.id), INGRESS_MAP, mark),
-        };
-        let chain = Chain::new(
-            ChainDef {
-                name: name.clone(),
-                hook: None,
-                userdata: None,
-            },
-            rules,
-        );
-        let mut e = Elem::key(key.to_ne_bytes().to_vec());
-        e.data = Some(Data::Verdict(Verdict::Jump(name)));
-        e.userdata = Some(hash_comment(chain.hash));
-        out.inet_elems.push((map_name, e));
-        out.chains.push(chain);
-    }
-    out.references = refs.into_iter().collect();
+    // Filtered ports (inet table): its marks in both directions.
+    out.inet_elems.push((
+        FROM_PORTS,
+        Elem::key((mark | FROM_PORT_BIT).to_ne_bytes().to_vec()),
+    ));
+    out.inet_elems
+        .push((TO_PORTS, Elem::key(mark.to_ne_bytes().to_vec())));
     Ok(out)
 }
 
-/// The IPv4 and IPv6 remote-group sets of a group: every member port's addresses.
-pub fn group_sets(model: &Model, gid: &str) -> Result<[Set; 2], CompileError> {
+/// A group's two chains (its Neutron rules by direction).
+pub fn group_chains(g: &SecurityGroup) -> Result<[Chain; 2], CompileError> {
+    let mut out = Vec::with_capacity(2);
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let mut rules = Vec::new();
+        for r in g.rules.iter().filter(|r| r.direction == dir) {
+            let exprs = compile_rule(r)?;
+            if !rules.contains(&exprs) {
+                rules.push(exprs);
+            }
+        }
+        let def = ChainDef {
+            name: group_chain(&g.id, dir == Direction::Ingress),
+            hook: None,
+            userdata: None,
+        };
+        out.push(Chain::new(def, rules));
+    }
+    let ingress = out.pop();
+    let egress = out.pop();
+    match (egress, ingress) {
+        (Some(e), Some(i)) => Ok([e, i]),
+        _ => unreachable!("two directions were pushed"),
+    }
+}
+
+/// A filtering base chain: the head, one dispatch rule per group with rules
+/// in that direction, and the final drop.
+pub fn dispatch_chain(model: &Model, dir: Direction) -> Chain {
+    let ingress = dir == Direction::Ingress;
+    let skeleton = inet_skeleton();
+    let name = if ingress { FWD_INGRESS } else { PRE_EGRESS };
+    let def = match skeleton.chains.get(name) {
+        Some(c) => c.def.clone(),
+        None => unreachable!("the skeleton has both filtering chains"),
+    };
+    let mut rules = common_head(dir);
+    for g in model.security_groups.values() {
+        if !g.rules.iter().any(|r| r.direction == dir) {
+            continue;
+        }
+        rules.push(vec![
+            load_meta(NFT_META_MARK, R0),
+            Expr::Bitwise {
+                sreg: R0,
+                dreg: R0,
+                mask: (!FROM_PORT_BIT).to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            },
+            lookup(&group_ports(&g.id), R0, false),
+            Expr::verdict(Verdict::Jump(group_chain(&g.id, ingress))),
+        ]);
+    }
+    rules.push(vec![Expr::Counter, drop()]);
+    Chain::new(def, rules)
+}
+
+/// The `chain_hash` element recording a chain's fingerprint.
+pub fn chain_hash_elem(c: &Chain) -> Elem {
+    let mut e = Elem::key(chain_key(&c.def.name));
+    e.data = Some(Data::Value(c.hash.to_be_bytes().to_vec()));
+    e
+}
+
+/// A chain name as a `chain_hash` key (zero-padded).
+pub fn chain_key(name: &str) -> Vec<u8> {
+    let mut k = name.as_bytes().to_vec();
+    k.truncate(CHAIN_KEY_LEN - 1);
+    k.resize(CHAIN_KEY_LEN, 0);
+    k
+}
+
+/// A group's sets: member ports (by mark) and remote-group addresses per family.
+pub fn group_sets(
+    model: &Model,
+    gid: &str,
+    mark_of: &dyn Fn(&str) -> Option<u32>,
+) -> Result<[Set; 3], CompileError> {
     let mut ranges = Vec::new();
+    let mut members = group_ports_def(gid);
     for p in model.ports.values() {
         if p.security_groups.iter().any(|g| g == gid) {
             ranges.extend(port_ranges(p)?);
+            if p.port_security_enabled {
+                if let Some(m) = mark_of(&p.id) {
+                    members.insert(Elem::key(m.to_ne_bytes().to_vec()));
+                }
+            }
         }
     }
     let merged = merge(ranges);
@@ -367,7 +411,8 @@ pub fn group_sets(model: &Model, gid: &str) -> Result<[Set; 2], CompileError> {
             s.insert(end);
         }
     }
-    Ok(sets)
+    let [v4, v6] = sets;
+    Ok([members, v4, v6])
 }
 
 /// The `zone_of` map: each network's bridge to its conntrack zone.
@@ -392,6 +437,22 @@ pub fn all_groups(model: &Model) -> BTreeSet<String> {
     g
 }
 
+/// Groups referenced as remote groups by a group's rules.
+pub fn referenced_groups(g: &SecurityGroup) -> BTreeSet<String> {
+    g.rules
+        .iter()
+        .filter_map(|r| r.remote_group_id.clone())
+        .collect()
+}
+
+/// Insert a chain and its `chain_hash` element.
+pub fn put_chain(inet: &mut Table, c: Chain) {
+    if let Some(h) = inet.sets.get_mut(CHAIN_HASH) {
+        h.insert(chain_hash_elem(&c));
+    }
+    inet.chains.insert(c.def.name.clone(), c);
+}
+
 /// The whole desired state: both tables and each port's contribution.
 pub fn compile(
     model: &Model,
@@ -405,10 +466,26 @@ pub fn compile(
         }
     }
     for gid in all_groups(model) {
-        for s in group_sets(model, &gid)? {
+        for s in group_sets(model, &gid, mark_of)? {
             inet.sets.insert(s.def.name.clone(), s);
         }
     }
+    for g in model.security_groups.values() {
+        for c in group_chains(g)? {
+            put_chain(&mut inet, c);
+        }
+    }
+    let fixed: Vec<Chain> = inet
+        .chains
+        .values()
+        .filter(|c| c.def.name == PRE_ZONE || c.def.name == OUT_ZONE)
+        .cloned()
+        .collect();
+    for c in fixed {
+        put_chain(&mut inet, c);
+    }
+    put_chain(&mut inet, dispatch_chain(model, Direction::Egress));
+    put_chain(&mut inet, dispatch_chain(model, Direction::Ingress));
     let mut ports = BTreeMap::new();
     for p in model.ports.values() {
         let pr = compile_port(model, p, mark_of(&p.id))?;
@@ -418,7 +495,7 @@ pub fn compile(
     Ok((bridge, inet, ports))
 }
 
-/// Add a port's chains and elements to the tables.
+/// Add a port's elements to the tables.
 pub fn add_port(bridge: &mut Table, inet: &mut Table, pr: &PortRules) {
     for (set, e) in &pr.bridge_elems {
         if let Some(s) = bridge.sets.get_mut(*set) {
@@ -429,9 +506,6 @@ pub fn add_port(bridge: &mut Table, inet: &mut Table, pr: &PortRules) {
         if let Some(s) = inet.sets.get_mut(*set) {
             s.insert(e.clone());
         }
-    }
-    for c in &pr.chains {
-        inet.chains.insert(c.def.name.clone(), c.clone());
     }
 }
 
@@ -595,18 +669,29 @@ mod tests {
     }
 
     #[test]
-    fn port_contributes_chains_marks_and_antispoofing() {
+    fn port_contributes_marks_and_antispoofing() {
         let m = model();
         let pr = compile_port(&m, &m.ports["p0"], Some(7)).unwrap();
-        assert_eq!(pr.chains.len(), 2);
-        assert_eq!(pr.chains[0].def.name, "e-p0");
-        // ingress: 5 common rules, the tcp/22 rule, the final drop.
-        assert_eq!(pr.chains[1].rules.len(), 7);
         let sets: Vec<&str> = pr.bridge_elems.iter().map(|(s, _)| *s).collect();
         assert_eq!(sets, vec![SPOOF_PORTS, PORT_MARK, AS_MAC, AS_IP4, AS_IP6]);
-        let eg = &pr.inet_elems[0].1;
-        assert_eq!(eg.key, (7 | FROM_PORT_BIT).to_ne_bytes().to_vec());
-        assert_eq!(hash_from_comment(eg.userdata.as_deref()), pr.chains[0].hash);
+        let eg = &pr.inet_elems[0];
+        assert_eq!(eg.0, FROM_PORTS);
+        assert_eq!(eg.1.key, (7 | FROM_PORT_BIT).to_ne_bytes().to_vec());
+        assert_eq!(pr.member_of, vec!["g".to_string()]);
+    }
+
+    #[test]
+    fn groups_own_chains_and_dispatch_by_membership() {
+        let m = model();
+        let [e, i] = group_chains(&m.security_groups["g"]).unwrap();
+        assert_eq!((e.def.name.as_str(), e.rules.len()), ("ge-g", 0));
+        assert_eq!((i.def.name.as_str(), i.rules.len()), ("gi-g", 1));
+        let d = dispatch_chain(&m, Direction::Ingress);
+        // head (6 rules), one dispatch rule for g, the final drop
+        assert_eq!(d.rules.len(), 8);
+        assert!(d.rules[6].contains(&lookup("pg-g", R0, false)));
+        // no egress rules in g: no egress dispatch rule
+        assert_eq!(dispatch_chain(&m, Direction::Egress).rules.len(), 7);
     }
 
     #[test]
@@ -616,13 +701,15 @@ mod tests {
             p.port_security_enabled = false;
         }
         let pr = compile_port(&m, &m.ports["p1"], None).unwrap();
-        assert!(pr.chains.is_empty() && pr.bridge_elems.is_empty() && pr.inet_elems.is_empty());
+        assert!(pr.bridge_elems.is_empty() && pr.inet_elems.is_empty() && pr.mark.is_none());
     }
 
     #[test]
-    fn group_sets_merge_members_and_mark_interval_ends() {
+    fn group_sets_hold_members_and_merged_addresses() {
         let m = model();
-        let [v4, v6] = group_sets(&m, "g").unwrap();
+        let marks = |p: &str| if p == "p0" { Some(1) } else { Some(2) };
+        let [pg, v4, v6] = group_sets(&m, "g", &marks).unwrap();
+        assert_eq!(pg.elems.len(), 2);
         // 10.0.0.1-10.0.0.2 merged: start, end marker at .3
         assert_eq!(v4.elems.len(), 2);
         assert!(v4
@@ -657,6 +744,7 @@ mod tests {
         let a = compile(&m, &marks).unwrap();
         let b = compile(&m, &marks).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.1.chains.len(), 4 + 4);
+        // 4 base chains, 2 chains of group g
+        assert_eq!(a.1.chains.len(), 4 + 2);
     }
 }

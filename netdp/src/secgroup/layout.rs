@@ -11,8 +11,19 @@
 //! table inet kiln     (bridged IP traffic, seen through br_netfilter)
 //!   chain pre_zone   (prerouting, raw): ct zone set iifname map @zone_of   (bridge -> zone)
 //!   chain out_zone   (output, raw):     ct zone set oifname map @zone_of
-//!   chain pre_egress (prerouting, -150): meta mark vmap @egress_map   -> e-<port>
-//!   chain fwd_ingress (forward, 0):      meta mark vmap @ingress_map  -> i-<port>
+//!   chain pre_egress (prerouting, -150): meta mark != @from_ports accept; ct state invalid drop;
+//!                    established,related accept; DHCP/ND accept; then one rule per group:
+//!                    meta mark & 0x7fffffff @pg-<group> jump ge-<group>; drop
+//!   chain fwd_ingress (forward, 0): the same with @to_ports and gi-<group> chains
+//!   chain ge-<group>, gi-<group>: the group's Neutron rules, each `... accept`
+//! ```
+//!
+//! Why groups, not ports, own chains: on any change to a rule or to a jump in
+//! a table, nf_tables re-validates every chain reachable from the table's base
+//! chains before committing (measured here: 9-25 ms with 1,000 per-port chains
+//! of 20 rules, 60 us for a rule without a verdict). With chains per group and
+//! port membership in sets (`pg-<group>`), a port update changes set elements
+//! only, and the graph the kernel validates is only as large as the groups' rules.
 //! ```
 //!
 //! Port marks are 1..0x7fffffff; the ingress-port mark set in the bridge
@@ -37,8 +48,9 @@ pub const FWD_MARK: &str = "fwd_mark";
 
 // inet table
 pub const ZONE_OF: &str = "zone_of";
-pub const EGRESS_MAP: &str = "egress_map";
-pub const INGRESS_MAP: &str = "ingress_map";
+pub const FROM_PORTS: &str = "from_ports";
+pub const TO_PORTS: &str = "to_ports";
+pub const CHAIN_HASH: &str = "chain_hash";
 pub const ND_IN: &str = "nd_in";
 pub const ND_OUT: &str = "nd_out";
 pub const PRE_ZONE: &str = "pre_zone";
@@ -49,14 +61,18 @@ pub const FWD_INGRESS: &str = "fwd_ingress";
 /// Bit set on ingress-port (traffic *from* the port) marks.
 pub const FROM_PORT_BIT: u32 = 0x8000_0000;
 
-/// Per-port chain names.
-pub fn egress_chain(port_id: &str) -> String {
-    format!("e-{port_id}")
+/// A group's chain for one direction.
+pub fn group_chain(group_id: &str, ingress: bool) -> String {
+    format!("{}-{group_id}", if ingress { "gi" } else { "ge" })
 }
 
-pub fn ingress_chain(port_id: &str) -> String {
-    format!("i-{port_id}")
+/// The set of a group's member ports (their marks).
+pub fn group_ports(group_id: &str) -> String {
+    format!("pg-{group_id}")
 }
+
+/// Key length of the `chain_hash` map: a chain name, zero-padded.
+pub const CHAIN_KEY_LEN: usize = 64;
 
 /// Remote-group set name per family.
 pub fn group_set(group_id: &str, v6: bool) -> String {
@@ -71,6 +87,7 @@ const T_MARK: u32 = 19;
 const T_INTEGER: u32 = 4;
 const T_ICMP6_TYPE: u32 = 29;
 const T_IFNAME: u32 = 41;
+const T_STRING: u32 = 5;
 
 fn concat_type(types: &[u32]) -> u32 {
     types.iter().fold(0, |acc, t| (acc << 6) | t)
@@ -92,6 +109,11 @@ fn set(
         data,
         concat,
     })
+}
+
+/// The set definition of a group's member-port set.
+pub fn group_ports_def(group_id: &str) -> Set {
+    set(&group_ports(group_id), 0, T_MARK, 4, None, vec![])
 }
 
 /// The set definition of a remote-group set.
@@ -317,20 +339,14 @@ pub fn inet_skeleton() -> Table {
             Some((T_INTEGER, 2)),
             vec![],
         ),
+        set(FROM_PORTS, 0, T_MARK, 4, None, vec![]),
+        set(TO_PORTS, 0, T_MARK, 4, None, vec![]),
         set(
-            EGRESS_MAP,
+            CHAIN_HASH,
             NFT_SET_MAP,
-            T_MARK,
-            4,
-            Some((NFT_DATA_VERDICT, 0)),
-            vec![],
-        ),
-        set(
-            INGRESS_MAP,
-            NFT_SET_MAP,
-            T_MARK,
-            4,
-            Some((NFT_DATA_VERDICT, 0)),
+            T_STRING,
+            CHAIN_KEY_LEN as u32,
+            Some((T_INTEGER, 8)),
             vec![],
         ),
         nd_in,
@@ -349,17 +365,12 @@ pub fn inet_skeleton() -> Table {
             },
         ]]
     };
-    let vmap = |set: &str| {
-        vec![vec![
-            load_meta(NFT_META_MARK, R0),
-            map(set, R0, NFT_REG_VERDICT),
-        ]]
-    };
     for c in [
         base(PRE_ZONE, NF_HOOK_PREROUTING, -300, zone(NFT_META_IIFNAME)),
         base(OUT_ZONE, NF_HOOK_OUTPUT, -300, zone(NFT_META_OIFNAME)),
-        base(PRE_EGRESS, NF_HOOK_PREROUTING, -150, vmap(EGRESS_MAP)),
-        base(FWD_INGRESS, NF_HOOK_FORWARD, 0, vmap(INGRESS_MAP)),
+        // Filled by the compiler (head rules, one dispatch rule per group).
+        base(PRE_EGRESS, NF_HOOK_PREROUTING, -150, vec![]),
+        base(FWD_INGRESS, NF_HOOK_FORWARD, 0, vec![]),
     ] {
         t.chains.insert(c.def.name.clone(), c);
     }

@@ -191,7 +191,7 @@ pub fn diff_table(cur: &Table, want: &Table, b: &mut Batch) -> Removed {
     for (n, c) in &want.chains {
         match cur.chains.get(n) {
             None => fill(b, fam, name, c),
-            Some(old) if !c.is_base() && old.hash != c.hash => {
+            Some(old) if old.hash != c.hash => {
                 b.flush_chain(fam, name, n);
                 fill(b, fam, name, c);
                 if old.hash == 0 || old.rules.iter().any(|r| !c.rules.contains(r)) {
