@@ -40,7 +40,7 @@ pub enum BuildError {
     Control(#[from] ControlError),
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
-    #[error("cannot install the vCPU kick signal handler: {0}")]
+    #[error("cannot install a signal handler: {0}")]
     Signal(vmm_sys_util::errno::Error),
 }
 
@@ -102,6 +102,7 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     trace("vcpus configured");
     vmm_sys_util::signal::register_signal_handler(vcpu::kick_signal(), vcpu::kick_handler)
         .map_err(BuildError::Signal)?;
+    exit.catch_termination().map_err(BuildError::Signal)?;
 
     let devices = Arc::new(devices);
     let control = Arc::new(VcpuControl::new());

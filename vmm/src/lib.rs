@@ -4,7 +4,8 @@
 //! running `vmm::Vm` (vCPU threads started); `Vm::run` serves the control
 //! socket until the guest ends and returns the `ExitReason`, whose
 //! `exit_code` the binary exits with (0 clean guest shutdown, 1 VMM error,
-//! 2 guest crash, 3 forced stop after a shutdown timeout).
+//! 2 guest crash, 3 forced stop after a shutdown timeout, 4 stopped by a
+//! termination signal).
 //!
 //! Layout: `builder` (the recipe), `kvm/` (VM, vCPU, CPUID, MSRs, registers),
 //! `memory`, `layout` (guest address map), `boot/` (loaders, boot params,

@@ -1,6 +1,7 @@
 //! The kiln-vmm binary: `kiln-vmm --config FILE`. Builds the VM, runs it,
 //! and exits 0 on a clean guest shutdown, 1 on a VMM error (one line on
-//! stderr), 2 when the guest crashed, 3 when a shutdown had to be forced.
+//! stderr), 2 when the guest crashed, 3 when a shutdown had to be forced,
+//! 4 when SIGTERM/SIGINT/SIGHUP stopped it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 
 use std::os::unix::io::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub enum ExitReason {
     VcpuError(String),
     /// A requested shutdown was not honoured in time; the VM was stopped.
     ShutdownTimeout,
+    /// The VMM got SIGTERM, SIGINT or SIGHUP and stopped the VM.
+    Terminated,
 }
 
 impl ExitReason {
@@ -43,6 +46,7 @@ impl ExitReason {
             ExitReason::VcpuError(_) => 1,
             ExitReason::GuestTripleFault | ExitReason::GuestCrash(_) => 2,
             ExitReason::ShutdownTimeout => 3,
+            ExitReason::Terminated => 4,
         }
     }
 
@@ -56,7 +60,22 @@ impl ExitReason {
             ExitReason::ShutdownTimeout => {
                 Some("guest ignored the shutdown request; stopped after the timeout".into())
             }
+            ExitReason::Terminated => Some("terminated by a signal; VM stopped".into()),
         }
+    }
+}
+
+/// The exit eventfd, for the termination signal handler.
+static TERM_FD: AtomicI32 = AtomicI32::new(-1);
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    TERMINATED.store(true, Ordering::SeqCst);
+    let fd = TERM_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; `one` is 8 readable bytes.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
     }
 }
 
@@ -87,6 +106,16 @@ impl ExitSignal {
     pub fn reason(&self) -> Option<ExitReason> {
         self.reason.lock().ok().and_then(|r| r.clone())
     }
+
+    /// Turn SIGTERM, SIGINT and SIGHUP into `ExitReason::Terminated`, so the
+    /// VM is stopped and the control socket removed on the way out.
+    pub fn catch_termination(&self) -> Result<(), vmm_sys_util::errno::Error> {
+        TERM_FD.store(self.evt.as_raw_fd(), Ordering::SeqCst);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            vmm_sys_util::signal::register_signal_handler(sig, on_terminate)?;
+        }
+        Ok(())
+    }
 }
 
 /// A running VM.
@@ -110,6 +139,9 @@ impl Vm {
     /// The control socket file is removed before this returns.
     pub fn run(mut self) -> ExitReason {
         let reason = loop {
+            if TERMINATED.load(Ordering::SeqCst) {
+                self.exit.request(ExitReason::Terminated);
+            }
             if let Some(r) = self.exit.reason() {
                 break r;
             }

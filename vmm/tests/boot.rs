@@ -363,6 +363,24 @@ fn metrics_report_the_boot_timer_exits_and_memory() {
 }
 
 #[test]
+fn sigterm_stops_the_vm_and_removes_the_socket() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    g.wait_console(&mut child, "kiln-firmware: booted\n");
+    assert!(g.sock().exists());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = finish(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("terminated by a signal"), "{stderr}");
+    assert!(!g.sock().exists(), "control socket left behind");
+}
+
+#[test]
 fn a_guest_exception_ends_the_vm_as_a_crash() {
     if !kvm_available() {
         return;
