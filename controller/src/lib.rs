@@ -6,6 +6,8 @@
 //!   operations; tokens validated from memory.
 //! - [`api`]: the HTTP layer (axum): version documents, Keystone routes, 501 for
 //!   services not built yet, OpenStack-shaped errors ([`error`]).
+//! - [`image`], [`services`]: Glance's images and their data files; the services
+//!   beside identity, opened over the same store.
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -17,7 +19,9 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod image;
 pub mod server;
+pub mod services;
 pub mod store;
 
 pub use app::{app, AppState};

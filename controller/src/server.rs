@@ -87,10 +87,7 @@ impl Server {
         } else {
             kept
         };
-        let state = AppState {
-            identity,
-            catalog: Catalog::new(&public_url),
-        };
+        let state = AppState::new(identity, Catalog::new(&public_url), &data_dir);
         Ok(Server {
             listener,
             local_addr,

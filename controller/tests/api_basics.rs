@@ -61,7 +61,6 @@ async fn other_services_answer_501_per_prefix() {
         "/compute/v2.1/servers",
         "/compute",
         "/network/v2.0/networks",
-        "/image/v2/images",
         "/volume/v3/volumes",
         "/placement/",
     ] {
