@@ -22,13 +22,17 @@ pub struct AppState {
 impl AppState {
     /// The state over an opened identity service; the other services share its
     /// store and keep their files under `data_dir`.
-    pub fn new(identity: Arc<Identity>, catalog: Catalog, data_dir: &std::path::Path) -> Self {
-        let services = Arc::new(Services::open(identity.store().clone(), data_dir));
-        AppState {
+    pub fn new(
+        identity: Arc<Identity>,
+        catalog: Catalog,
+        data_dir: &std::path::Path,
+    ) -> ApiResult<Self> {
+        let services = Arc::new(Services::open(identity.store().clone(), data_dir)?);
+        Ok(AppState {
             identity,
             catalog,
             services,
-        }
+        })
     }
 
     /// Runs a read-only identity operation in place: redb reads are short and never

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::compute::Compute;
 use crate::error::{ApiError, ApiResult};
 use crate::image::Images;
 use crate::store::Store;
@@ -13,13 +14,16 @@ pub const IMAGES_DIR: &str = "images";
 
 pub struct Services {
     pub images: Arc<Images>,
+    pub compute: Arc<Compute>,
 }
 
 impl Services {
-    pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> Services {
-        Services {
-            images: Arc::new(Images::new(store, data_dir.join(IMAGES_DIR))),
-        }
+    /// Opens the services (a new cloud gets its default flavors here).
+    pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> ApiResult<Services> {
+        Ok(Services {
+            images: Arc::new(Images::new(store.clone(), data_dir.join(IMAGES_DIR))),
+            compute: Arc::new(Compute::open(store)?),
+        })
     }
 }
 

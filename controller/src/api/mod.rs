@@ -1,6 +1,7 @@
 //! The HTTP layer: routers per service, version documents, placeholders for the
 //! services not built yet, and the JSON 404/405 fallbacks.
 
+pub mod compute;
 pub mod extract;
 pub mod identity;
 pub mod image;
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .merge(versions::router())
         .merge(identity::router())
         .merge(image::router())
+        .merge(compute::router())
         .merge(not_implemented::router())
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
