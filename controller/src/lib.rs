@@ -9,6 +9,7 @@
 //! - [`image`], [`compute`], [`services`]: Glance's images and their data files,
 //!   Nova's flavors, keypairs and quotas; the services beside identity, opened
 //!   over the same store. [`microversion`]: compute version negotiation.
+//!   [`scheduler`]: filters and weighers as pure functions.
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod identity;
 pub mod image;
 pub mod microversion;
+pub mod scheduler;
 pub mod server;
 pub mod services;
 pub mod store;

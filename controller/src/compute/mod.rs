@@ -1,11 +1,13 @@
-//! Compute (Nova v2.1): flavors, keypairs and quotas over the store. Servers, the
-//! scheduler and the node protocol come next (their routes answer 501 for now).
+//! Compute (Nova v2.1): flavors, keypairs, quotas and compute nodes (registration,
+//! heartbeats, atomic claims) over the store. Servers and the node protocol come
+//! next (their routes answer 501 for now).
 //!
 //! Every operation that changes several records does it in one write transaction.
 
 pub mod flavors;
 pub mod keypairs;
 pub mod model;
+pub mod nodes;
 pub mod quotas;
 pub mod tables;
 

@@ -1,6 +1,7 @@
 //! The compute service's tables.
 
 use super::model::{Flavor, Keypair, QuotaOverrides};
+use crate::scheduler::NodeState;
 use crate::store::Table;
 
 pub const FLAVORS: Table<Flavor> = Table::new("compute.flavors");
@@ -14,3 +15,5 @@ pub const KEYPAIRS: Table<Keypair> = Table::new("compute.keypairs");
 pub const QUOTAS: Table<QuotaOverrides> = Table::new("compute.quotas");
 /// Service facts: `flavors_seeded`, `next_keypair_id`.
 pub const META: Table<String> = Table::new("compute.meta");
+/// node id → capacity, claims and last heartbeat.
+pub const NODES: Table<NodeState> = Table::new("compute.nodes");
