@@ -6,6 +6,10 @@
 //!   operations; tokens validated from memory.
 //! - [`api`]: the HTTP layer (axum): version documents, Keystone routes, 501 for
 //!   services not built yet, OpenStack-shaped errors ([`error`]).
+//! - [`image`], [`compute`], [`services`]: Glance's images and their data files,
+//!   Nova's flavors, keypairs and quotas; the services beside identity, opened
+//!   over the same store. [`microversion`]: compute version negotiation.
+//!   [`scheduler`]: filters and weighers as pure functions.
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -14,10 +18,15 @@ pub mod api;
 pub mod app;
 pub mod client_files;
 pub mod clock;
+pub mod compute;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod image;
+pub mod microversion;
+pub mod scheduler;
 pub mod server;
+pub mod services;
 pub mod store;
 
 pub use app::{app, AppState};
