@@ -6,6 +6,8 @@
 //!   operations; tokens validated from memory.
 //! - [`api`]: the HTTP layer (axum): version documents, Keystone routes, 501 for
 //!   services not built yet, OpenStack-shaped errors ([`error`]).
+//! - [`network`]: Neutron v2.0's records, IPAM, security groups, routers, floating
+//!   IPs and the desired state nodes fetch.
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -17,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod identity;
+pub mod network;
 pub mod server;
 pub mod store;
 

@@ -60,7 +60,6 @@ async fn other_services_answer_501_per_prefix() {
     for path in [
         "/compute/v2.1/servers",
         "/compute",
-        "/network/v2.0/networks",
         "/image/v2/images",
         "/volume/v3/volumes",
         "/placement/",

@@ -3,6 +3,7 @@
 
 pub mod extract;
 pub mod identity;
+pub mod network;
 mod not_implemented;
 mod versions;
 
@@ -17,6 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(versions::router())
         .merge(identity::router())
+        .merge(network::router())
         .merge(not_implemented::router())
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
