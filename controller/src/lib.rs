@@ -10,6 +10,8 @@
 //!   Nova's flavors, keypairs and quotas; the services beside identity, opened
 //!   over the same store. [`microversion`]: compute version negotiation.
 //!   [`scheduler`]: filters and weighers as pure functions.
+//! - [`network`]: Neutron v2.0's records, IPAM, security groups, routers, floating
+//!   IPs and the desired state nodes fetch.
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -25,6 +27,7 @@ pub mod identity;
 pub mod image;
 pub mod microversion;
 pub mod scheduler;
+pub mod network;
 pub mod server;
 pub mod services;
 pub mod store;

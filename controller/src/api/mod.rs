@@ -5,6 +5,7 @@ pub mod compute;
 pub mod extract;
 pub mod identity;
 pub mod image;
+pub mod network;
 mod not_implemented;
 mod versions;
 
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .merge(identity::router())
         .merge(image::router())
         .merge(compute::router())
+        .merge(network::router())
         .merge(not_implemented::router())
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
