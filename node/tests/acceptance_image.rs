@@ -9,7 +9,7 @@ use support::{Cloud, ScratchDir};
 #[test]
 fn image_create_save_set_delete() {
     let dir = ScratchDir::new("acc-image");
-    let cloud = Cloud::start(&dir.0, &[]);
+    let mut cloud = Cloud::start(&dir.0, &[]);
     let src = dir.0.join("disk.raw");
     let data: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -46,6 +46,19 @@ fn image_create_save_set_delete() {
         std::fs::read(&out).unwrap(),
         data,
         "image save returns the uploaded bytes"
+    );
+
+    // A restart keeps the image record and its data.
+    cloud.stop();
+    let cloud = Cloud::start(&dir.0, &[]);
+    std::fs::remove_file(&out).unwrap();
+    cloud
+        .admin(&["image", "save", "--file", out.to_str().unwrap(), "cirros"])
+        .ok();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        data,
+        "same bytes after a restart"
     );
 
     let list = cloud.admin(&["image", "list", "-f", "json"]).json();
