@@ -14,6 +14,8 @@ use crate::identity::{IdResult, Identity};
 pub struct AppState {
     pub identity: Arc<Identity>,
     pub catalog: Catalog,
+    /// Where volume bytes live (sparse files under the data dir).
+    pub volumes: Arc<dyn crate::volume::VolumeBackend>,
 }
 
 impl AppState {

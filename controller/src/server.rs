@@ -90,6 +90,7 @@ impl Server {
         let state = AppState {
             identity,
             catalog: Catalog::new(&public_url),
+            volumes: Arc::new(crate::volume::FileBackend::new(data_dir.join("volumes"))),
         };
         Ok(Server {
             listener,

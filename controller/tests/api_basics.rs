@@ -61,7 +61,6 @@ async fn other_services_answer_501_per_prefix() {
         "/compute/v2.1/servers",
         "/compute",
         "/image/v2/images",
-        "/volume/v3/volumes",
         "/placement/",
     ] {
         let (s, _, v) = c.call(Method::GET, path, None, None).await;

@@ -6,6 +6,7 @@ pub mod identity;
 pub mod network;
 mod not_implemented;
 mod versions;
+pub mod volume;
 
 use axum::http::{Method, Uri};
 use axum::Router;
@@ -19,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .merge(versions::router())
         .merge(identity::router())
         .merge(network::router())
+        .merge(volume::router())
         .merge(not_implemented::router())
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)

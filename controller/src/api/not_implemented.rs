@@ -12,7 +12,6 @@ use crate::error::ApiError;
 const PENDING: &[(&str, &str)] = &[
     ("/compute", "compute (Nova)"),
     ("/image", "image (Glance)"),
-    ("/volume", "block-storage (Cinder)"),
     ("/placement", "placement"),
 ];
 

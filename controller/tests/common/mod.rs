@@ -39,6 +39,9 @@ pub fn open_state(dir: &Path, compliance: SecurityCompliance) -> AppState {
     AppState {
         identity,
         catalog: Catalog::new(BASE),
+        volumes: Arc::new(kiln_controller::volume::FileBackend::new(
+            dir.join("volumes"),
+        )),
     }
 }
 
