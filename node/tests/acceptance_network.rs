@@ -256,7 +256,7 @@ fn network_lifecycle_with_the_cli() {
     let bob = other_project(&cloud);
     cloud
         .openstack(&bob, &["port", "create", "--network", &net_id, "intruder"])
-        .fails_with("not found");
+        .fails_with("No Network found");
     cloud
         .admin(&[
             "port",
