@@ -17,6 +17,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Image and compute, over the identity's store.
     pub services: Arc<Services>,
+    /// Where volume bytes live (sparse files under the data dir).
+    pub volumes: Arc<dyn crate::volume::VolumeBackend>,
 }
 
 impl AppState {
@@ -28,10 +30,12 @@ impl AppState {
         data_dir: &std::path::Path,
     ) -> ApiResult<Self> {
         let services = Arc::new(Services::open(identity.store().clone(), data_dir)?);
+        let volumes = Arc::new(crate::volume::FileBackend::new(data_dir.join("volumes")));
         Ok(AppState {
             identity,
             catalog,
             services,
+            volumes,
         })
     }
 

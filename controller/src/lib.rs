@@ -12,6 +12,8 @@
 //!   [`scheduler`]: filters and weighers as pure functions.
 //! - [`network`]: Neutron v2.0's records, IPAM, security groups, routers, floating
 //!   IPs and the desired state nodes fetch.
+//! - [`volume`]: Cinder v3's volumes, snapshots, types and quotas over a
+//!   [`volume::VolumeBackend`]; attach/detach for compute.
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -31,6 +33,7 @@ pub mod network;
 pub mod server;
 pub mod services;
 pub mod store;
+pub mod volume;
 
 pub use app::{app, AppState};
 pub use config::Config;

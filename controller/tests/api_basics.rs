@@ -58,7 +58,6 @@ async fn unknown_paths_and_methods_answer_json() {
 async fn other_services_answer_501_per_prefix() {
     let c = Cloud::new(Preset::Default);
     for path in [
-        "/volume/v3/volumes",
         "/placement/",
     ] {
         let (s, _, v) = c.call(Method::GET, path, None, None).await;

@@ -951,7 +951,7 @@ async fn routers_interfaces_gateways_and_floating_ips() {
         .put(
             &format!("/routers/{rid}"),
             &n.alice,
-            json!({"router": {"external_gateway_info": null}}),
+            json!({"router": {"external_gateway_info": {}}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

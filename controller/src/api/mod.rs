@@ -8,6 +8,7 @@ pub mod image;
 pub mod network;
 mod not_implemented;
 mod versions;
+pub mod volume;
 
 use std::time::Instant;
 
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(image::router())
         .merge(compute::router())
         .merge(network::router())
+        .merge(volume::router())
         .merge(not_implemented::router())
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)

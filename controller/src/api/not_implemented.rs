@@ -10,7 +10,6 @@ use crate::error::ApiError;
 
 /// (path prefix, service name) for every catalog entry not served yet.
 const PENDING: &[(&str, &str)] = &[
-    ("/volume", "block-storage (Cinder)"),
     ("/placement", "placement"),
 ];
 

@@ -16,7 +16,8 @@ use crate::store::{Store, WriteTxn};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayReq {
-    pub network_id: String,
+    /// Absent (`{}`, as `router unset --external-gateway` sends) clears the gateway.
+    pub network_id: Option<String>,
     pub enable_snat: Option<bool>,
     pub external_fixed_ips: Option<Vec<FixedIpReq>>,
 }
@@ -90,12 +91,13 @@ fn set_gateway(
     router: &mut Router,
     gw: Option<GatewayReq>,
 ) -> NetResult<()> {
+    let gw = gw.and_then(|g| g.network_id.clone().map(|id| (id, g)));
     let same = match (&gw, &router.external_gateway_info) {
-        (Some(g), Some(cur)) => g.network_id == cur.network_id && g.external_fixed_ips.is_none(),
+        (Some((id, g)), Some(cur)) => *id == cur.network_id && g.external_fixed_ips.is_none(),
         _ => false,
     };
     if same {
-        if let (Some(g), Some(cur)) = (&gw, &mut router.external_gateway_info) {
+        if let (Some((_, g)), Some(cur)) = (&gw, &mut router.external_gateway_info) {
             cur.enable_snat = g.enable_snat.unwrap_or(cur.enable_snat);
         }
         return Ok(());
@@ -121,8 +123,8 @@ fn set_gateway(
         }
         router.external_gateway_info = None;
     }
-    if let Some(g) = gw {
-        let net = external(w, &g.network_id, "router")?;
+    if let Some((net_id, g)) = gw {
+        let net = external(w, &net_id, "router")?;
         let _ = ctx;
         let port = ports::create_in(
             w,
