@@ -8,15 +8,37 @@ use axum::Router;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::catalog::Catalog;
 use crate::identity::{IdResult, Identity};
+use crate::services::Services;
 
 /// The one cloneable state every handler sees.
 #[derive(Clone)]
 pub struct AppState {
     pub identity: Arc<Identity>,
     pub catalog: Catalog,
+    /// Image and compute, over the identity's store.
+    pub services: Arc<Services>,
+    /// Where volume bytes live (sparse files under the data dir).
+    pub volumes: Arc<dyn crate::volume::VolumeBackend>,
 }
 
 impl AppState {
+    /// The state over an opened identity service; the other services share its
+    /// store and keep their files under `data_dir`.
+    pub fn new(
+        identity: Arc<Identity>,
+        catalog: Catalog,
+        data_dir: &std::path::Path,
+    ) -> ApiResult<Self> {
+        let services = Arc::new(Services::open(identity.store().clone(), data_dir)?);
+        let volumes = Arc::new(crate::volume::FileBackend::new(data_dir.join("volumes")));
+        Ok(AppState {
+            identity,
+            catalog,
+            services,
+            volumes,
+        })
+    }
+
     /// Runs a read-only identity operation in place: redb reads are short and never
     /// wait for a writer, so they need no thread hop.
     pub fn read<R>(&self, f: impl FnOnce(&Identity) -> IdResult<R>) -> ApiResult<R> {

@@ -87,10 +87,8 @@ impl Server {
         } else {
             kept
         };
-        let state = AppState {
-            identity,
-            catalog: Catalog::new(&public_url),
-        };
+        let state = AppState::new(identity, Catalog::new(&public_url), &data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot open the services: {e}"))?;
         Ok(Server {
             listener,
             local_addr,

@@ -1,10 +1,14 @@
 //! The HTTP layer: routers per service, version documents, placeholders for the
 //! services not built yet, and the JSON 404/405 fallbacks.
 
+pub mod compute;
 pub mod extract;
 pub mod identity;
+pub mod image;
+pub mod network;
 mod not_implemented;
 mod versions;
+pub mod volume;
 
 use std::time::Instant;
 
@@ -22,6 +26,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(versions::router())
         .merge(identity::router())
+        .merge(image::router())
+        .merge(compute::router())
+        .merge(network::router())
+        .merge(volume::router())
         .merge(not_implemented::router())
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)

@@ -10,10 +10,6 @@ use crate::error::ApiError;
 
 /// (path prefix, service name) for every catalog entry not served yet.
 const PENDING: &[(&str, &str)] = &[
-    ("/compute", "compute (Nova)"),
-    ("/network", "network (Neutron)"),
-    ("/image", "image (Glance)"),
-    ("/volume", "block-storage (Cinder)"),
     ("/placement", "placement"),
 ];
 

@@ -36,10 +36,7 @@ pub fn open_state(dir: &Path, compliance: SecurityCompliance) -> AppState {
     };
     let identity = Arc::new(Identity::open(Arc::new(store), settings).unwrap());
     identity.bootstrap(ADMIN_PW).unwrap();
-    AppState {
-        identity,
-        catalog: Catalog::new(BASE),
-    }
+    AppState::new(identity, Catalog::new(BASE), dir).unwrap()
 }
 
 impl Cloud {

@@ -1,0 +1,81 @@
+//! Nova v2.1 under `/compute`: version documents without a token, then every
+//! versioned route behind two layers — microversion negotiation
+//! ([`crate::microversion::layer`]) and Nova's fault shape ([`faults`]), so
+//! handlers return the common [`crate::error::ApiError`] and clients see
+//! `{"itemNotFound": {"code": 404, "message": ...}}`.
+
+mod faults;
+mod flavors;
+mod keypairs;
+mod misc;
+mod versions;
+pub mod views;
+
+use axum::extract::OriginalUri;
+use axum::http::Method;
+use axum::middleware::from_fn;
+use axum::routing::any;
+use axum::Router;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// Compute resources the API reference lists that kiln does not serve yet: 501.
+const PENDING: &[&str] = &[
+    "servers",
+    "os-hypervisors",
+    "os-services",
+    "os-server-groups",
+    "os-simple-tenant-usage",
+    "os-aggregates",
+    "os-migrations",
+    "os-server-external-events",
+    "os-instance_usage_audit_log",
+    "os-assisted-volume-snapshots",
+    "os-volumes",
+    "os-volumes_boot",
+    "os-snapshots",
+    "images",
+];
+
+pub fn router() -> Router<AppState> {
+    let mut versioned = Router::new()
+        .merge(flavors::router())
+        .merge(keypairs::router())
+        .merge(misc::router());
+    for p in PENDING {
+        versioned = versioned
+            .route(&format!("/compute/v2.1/{p}"), any(pending))
+            .route(&format!("/compute/v2.1/{p}/{{*rest}}"), any(pending));
+    }
+    let versioned = versioned
+        .route("/compute/v2.1/{*rest}", any(unknown))
+        .method_not_allowed_fallback(wrong_method)
+        .layer(from_fn(crate::microversion::layer))
+        .layer(from_fn(faults::layer));
+    Router::new()
+        .merge(versions::router())
+        .merge(versioned)
+        .route(
+            "/compute/{*rest}",
+            any(unknown).layer(from_fn(faults::layer)),
+        )
+}
+
+async fn pending(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotImplemented(format!(
+        "{} is not implemented yet in kiln's compute API.",
+        uri.path()
+    ))
+}
+
+async fn unknown(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NotFound(format!("The resource could not be found: {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "The method {method} is not allowed for the resource {}.",
+        uri.path()
+    ))
+}

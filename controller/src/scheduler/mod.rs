@@ -1,0 +1,203 @@
+//! Scheduling as pure functions over data: filters (enabled/up, vCPU, RAM, disk with
+//! allocation ratios, availability zone) and weighers (spread by default, pack as
+//! an option). The claim that applies the choice lives in
+//! [`crate::compute::nodes`], in the same write transaction that reads the nodes.
+
+use serde::{Deserialize, Serialize};
+
+/// A node's capacity and what is claimed on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub id: String,
+    pub host: String,
+    pub az: String,
+    pub enabled: bool,
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub used_vcpus: u64,
+    pub used_ram_mb: u64,
+    pub used_disk_gb: u64,
+    /// Microseconds since the epoch of the last heartbeat.
+    pub last_seen: i64,
+}
+
+/// What one server needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub az: Option<String>,
+}
+
+/// Nova's allocation ratios (its defaults: 16 vCPU, 1.5 RAM, 1.0 disk).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratios {
+    pub cpu: f64,
+    pub ram: f64,
+    pub disk: f64,
+}
+
+impl Default for Ratios {
+    fn default() -> Self {
+        Ratios {
+            cpu: 16.0,
+            ram: 1.5,
+            disk: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weigher {
+    /// Most free RAM first (Nova's default).
+    #[default]
+    Spread,
+    /// Least free RAM first.
+    Pack,
+}
+
+/// A node counts as down when silent longer than this.
+pub const DOWN_AFTER_MICROS: i64 = 60 * 1_000_000;
+
+pub fn is_up(node: &NodeState, now: i64) -> bool {
+    now - node.last_seen <= DOWN_AFTER_MICROS
+}
+
+fn capacity(total: u64, ratio: f64) -> u64 {
+    (total as f64 * ratio).floor() as u64
+}
+
+/// Whether `node` can take `demand` now.
+pub fn fits(node: &NodeState, demand: &Demand, ratios: Ratios, now: i64) -> bool {
+    node.enabled
+        && is_up(node, now)
+        && demand.az.as_deref().is_none_or(|az| az == node.az)
+        && node.used_vcpus + demand.vcpus <= capacity(node.vcpus, ratios.cpu)
+        && node.used_ram_mb + demand.ram_mb <= capacity(node.ram_mb, ratios.ram)
+        && node.used_disk_gb + demand.disk_gb <= capacity(node.disk_gb, ratios.disk)
+}
+
+fn free_ram(node: &NodeState, ratios: Ratios) -> i128 {
+    capacity(node.ram_mb, ratios.ram) as i128 - node.used_ram_mb as i128
+}
+
+/// The best node for `demand`, if any fits (ties broken by id, so the choice is
+/// deterministic).
+pub fn choose<'a>(
+    nodes: &'a [NodeState],
+    demand: &Demand,
+    ratios: Ratios,
+    weigher: Weigher,
+    now: i64,
+) -> Option<&'a NodeState> {
+    nodes
+        .iter()
+        .filter(|n| fits(n, demand, ratios, now))
+        .max_by(|a, b| {
+            let (fa, fb) = (free_ram(a, ratios), free_ram(b, ratios));
+            let ord = match weigher {
+                Weigher::Spread => fa.cmp(&fb),
+                Weigher::Pack => fb.cmp(&fa),
+            };
+            ord.then_with(|| b.id.cmp(&a.id))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, ram: u64, used_ram: u64) -> NodeState {
+        NodeState {
+            id: id.into(),
+            host: id.into(),
+            az: "nova".into(),
+            enabled: true,
+            vcpus: 4,
+            ram_mb: ram,
+            disk_gb: 100,
+            used_vcpus: 0,
+            used_ram_mb: used_ram,
+            used_disk_gb: 0,
+            last_seen: 0,
+        }
+    }
+
+    fn demand(ram: u64) -> Demand {
+        Demand {
+            vcpus: 1,
+            ram_mb: ram,
+            disk_gb: 1,
+            az: None,
+        }
+    }
+
+    #[test]
+    fn filters_apply_ratios_state_and_az() {
+        let r = Ratios::default();
+        let n = node("a", 1000, 0);
+        assert!(fits(&n, &demand(1500), r, 0));
+        assert!(!fits(&n, &demand(1501), r, 0));
+        let exact = Ratios {
+            cpu: 1.0,
+            ram: 1.0,
+            disk: 1.0,
+        };
+        let mut busy = node("a", 1000, 0);
+        busy.used_vcpus = 4;
+        assert!(!fits(&busy, &demand(1), exact, 0));
+        assert!(fits(&busy, &demand(1), r, 0));
+        let mut off = node("a", 1000, 0);
+        off.enabled = false;
+        assert!(!fits(&off, &demand(1), r, 0));
+        assert!(!fits(&n, &demand(1), r, DOWN_AFTER_MICROS + 1));
+        let mut d = demand(1);
+        d.az = Some("other".into());
+        assert!(!fits(&n, &d, r, 0));
+        d.az = Some("nova".into());
+        assert!(fits(&n, &d, r, 0));
+    }
+
+    #[test]
+    fn spread_and_pack_pick_opposite_ends() {
+        let nodes = vec![
+            node("a", 4000, 1000),
+            node("b", 4000, 3000),
+            node("c", 4000, 0),
+        ];
+        let r = Ratios {
+            cpu: 1.0,
+            ram: 1.0,
+            disk: 1.0,
+        };
+        assert_eq!(
+            choose(&nodes, &demand(500), r, Weigher::Spread, 0)
+                .unwrap()
+                .id,
+            "c"
+        );
+        assert_eq!(
+            choose(&nodes, &demand(500), r, Weigher::Pack, 0)
+                .unwrap()
+                .id,
+            "b"
+        );
+        assert_eq!(
+            choose(&nodes, &demand(3500), r, Weigher::Pack, 0)
+                .unwrap()
+                .id,
+            "c"
+        );
+        assert!(choose(&nodes, &demand(4500), r, Weigher::Spread, 0).is_none());
+        // Ties: the smallest id wins.
+        let twins = vec![node("y", 4000, 0), node("x", 4000, 0)];
+        assert_eq!(
+            choose(&twins, &demand(1), r, Weigher::Spread, 0)
+                .unwrap()
+                .id,
+            "x"
+        );
+    }
+}
