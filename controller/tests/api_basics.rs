@@ -57,9 +57,7 @@ async fn unknown_paths_and_methods_answer_json() {
 #[tokio::test]
 async fn other_services_answer_501_per_prefix() {
     let c = Cloud::new(Preset::Default);
-    for path in [
-        "/placement/",
-    ] {
+    for path in ["/placement/"] {
         let (s, _, v) = c.call(Method::GET, path, None, None).await;
         assert_error(s, &v, 501);
         assert!(v["error"]["message"]

@@ -9,9 +9,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 
 /// (path prefix, service name) for every catalog entry not served yet.
-const PENDING: &[(&str, &str)] = &[
-    ("/placement", "placement"),
-];
+const PENDING: &[(&str, &str)] = &[("/placement", "placement")];
 
 pub fn router() -> Router<AppState> {
     let mut r = Router::new();
