@@ -151,6 +151,70 @@ pub fn create(vm: &VmFd, s: &VcpuSetup) -> Result<VcpuFd, KvmError> {
     Ok(vcpu)
 }
 
+/// KVM's instruction emulator cannot run `int3` outside real mode (Linux's
+/// int3 self-test, and text patching, execute one in ring 0, which this
+/// platform emulates) nor `fwait` (Linux's FPU init). When the emulation
+/// failure is exactly one of them, do what the CPU would: for `int3` (0xcc) a
+/// #BP trap with the return address after the instruction; for `fwait` (0x9b)
+/// step over it. True if handled.
+fn emulate_unsupported(vcpu: &VcpuFd, run: *const kvm_bindings::kvm_run) -> bool {
+    // SAFETY: as in `internal_error`.
+    let internal = unsafe { (*run).__bindgen_anon_1.internal };
+    // suberror 1 = KVM_INTERNAL_ERROR_EMULATION; data[0] bit 0 = instruction
+    // bytes present, data[1] = insn_size (low byte) then the bytes.
+    let emulation = internal.suberror == 1 && internal.ndata >= 2 && internal.data[0] & 1 == 1;
+    let insn = internal.data[1].to_le_bytes();
+    if !emulation || insn[0] == 0 || (insn[1] != 0xcc && insn[1] != 0x9b) {
+        return false;
+    }
+    let Ok(mut regs) = vcpu.get_regs() else {
+        return false;
+    };
+    if insn[1] == 0x9b {
+        // fwait: a no-op unless an unmasked x87 exception is pending (none
+        // is right after Linux's fninit) or CR0.MP and CR0.TS are both set.
+        const MP_TS: u64 = (1 << 1) | (1 << 3);
+        let Ok(sregs) = vcpu.get_sregs() else {
+            return false;
+        };
+        if sregs.cr0 & MP_TS == MP_TS {
+            return false;
+        }
+        regs.rip = regs.rip.wrapping_add(1);
+        return vcpu.set_regs(&regs).is_ok();
+    }
+    let Ok(mut events) = vcpu.get_vcpu_events() else {
+        return false;
+    };
+    regs.rip = regs.rip.wrapping_add(1);
+    events.exception.injected = 1;
+    events.exception.nr = 3;
+    events.exception.has_error_code = 0;
+    events.exception.error_code = 0;
+    vcpu.set_regs(&regs).is_ok() && vcpu.set_vcpu_events(&events).is_ok()
+}
+
+/// "KVM internal error" with its suberror, data words and the guest RIP, so a
+/// crash line says where the guest stopped (suberror 1 = emulation failure).
+fn internal_error(vcpu: &VcpuFd, run: *const kvm_bindings::kvm_run) -> String {
+    // SAFETY: `run` is this vCPU's mapped kvm_run, valid while `vcpu` lives;
+    // after a KVM_EXIT_INTERNAL_ERROR its `internal` member is the active one.
+    let internal = unsafe { (*run).__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    let data: Vec<String> = internal.data[..n]
+        .iter()
+        .map(|d| format!("{d:#x}"))
+        .collect();
+    let rip = vcpu
+        .get_regs()
+        .map_or_else(|e| format!("? ({e})"), |r| format!("{:#x}", r.rip));
+    format!(
+        "KVM internal error (suberror {}, data [{}]) at rip {rip}",
+        internal.suberror,
+        data.join(", ")
+    )
+}
+
 /// Replay the writes KVM queued in the coalesced ring.
 fn drain_coalesced(ring: &mut super::coalesced::Ring, devices: &Devices) {
     while let Some(w) = ring.pop() {
@@ -218,10 +282,16 @@ pub fn run(
                 exit.request(ExitReason::GuestTripleFault);
                 ExitKind::Shutdown
             }
-            Ok(VcpuExit::InternalError) | Ok(VcpuExit::FailEntry(..)) => {
-                exit.request(ExitReason::GuestCrash(
-                    "KVM internal error or failed entry".into(),
-                ));
+            Ok(VcpuExit::InternalError) => {
+                if !emulate_unsupported(&vcpu, run_ptr) {
+                    exit.request(ExitReason::GuestCrash(internal_error(&vcpu, run_ptr)));
+                }
+                ExitKind::Other
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                exit.request(ExitReason::GuestCrash(format!(
+                    "KVM failed entry (hardware reason {reason:#x}, cpu {cpu})"
+                )));
                 ExitKind::Other
             }
             Ok(VcpuExit::SystemEvent(..)) => {
