@@ -24,7 +24,6 @@
 //! of 20 rules, 60 us for a rule without a verdict). With chains per group and
 //! port membership in sets (`pg-<group>`), a port update changes set elements
 //! only, and the graph the kernel validates is only as large as the groups' rules.
-//! ```
 //!
 //! Port marks are 1..0x7fffffff; the ingress-port mark set in the bridge
 //! prerouting chain has bit 31 set, the egress-port mark set at bridge forward
