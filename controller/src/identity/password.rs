@@ -67,11 +67,18 @@ pub fn verify(phc: &str, password: &str) -> bool {
     }
 }
 
-/// `n` random bytes, URL-safe base64 without padding.
+/// `n` random bytes, URL-safe base64 without padding, behind a fixed `k`.
+///
+/// The prefix matters: plain base64url starts with `-` one time in 32, and
+/// then `openstack token revoke <token>` (any argparse CLI) reads the token as
+/// an option and fails.
 pub fn random_token(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    format!(
+        "k{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// A random id in Keystone's style: 32 lowercase hex digits.
@@ -128,6 +135,15 @@ mod tests {
         };
         assert!(c.validate().is_err());
         assert!(HashCost::default().validate().is_ok());
+    }
+
+    #[test]
+    fn tokens_never_look_like_command_line_options() {
+        for _ in 0..2000 {
+            let token = random_token(32);
+            assert!(token.starts_with('k'), "{token}");
+            assert_eq!(token.len(), 1 + 43);
+        }
     }
 
     #[test]
