@@ -121,13 +121,24 @@ unsafe fn read_u32(addr: usize) -> u32 {
     unsafe { core::ptr::read_volatile(addr as *const u32) }
 }
 
-/// Send a line to COM1, one `out` per byte (a plain `out` exits without
-/// instruction emulation; `rep outsb` costs an emulated exit per byte). The
-/// THR is not polled: every VMM this runs on drains it at once.
+/// Send a line to COM1 with one `rep outsb`. On the measured platform every
+/// port write from the guest is emulated (~45 µs each), but KVM's emulator
+/// hands a whole `rep outs` to the device in one go: a 22-byte line costs ~75 µs
+/// instead of ~1 ms with one `out` per byte (seen with `perf record -e
+/// kvm:kvm_emulate_insn,kvm:kvm_pio`). The THR is not polled: every VMM this
+/// runs on drains it at once.
 fn write_com1(s: &[u8]) {
-    for b in s {
-        outb(COM1, *b);
-    }
+    // SAFETY: ring-3 string port I/O with IOPL=3 / the TSS I/O bitmap; it
+    // only reads `s` (through DS, a ring-3 data segment set up at entry).
+    unsafe {
+        asm!(
+            "rep outsb",
+            in("dx") COM1,
+            inout("rsi") s.as_ptr() => _,
+            inout("rcx") s.len() => _,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
 }
 
 fn outb(port: u16, v: u8) {
