@@ -109,16 +109,17 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let counters = Arc::new(ExitCounters::default());
     let mut threads = Vec::with_capacity(fds.len());
     for (i, fd) in fds.into_iter().enumerate() {
-        let (d, c, e, n) = (
+        let (d, c, e, n, m) = (
             devices.clone(),
             control.clone(),
             exit.clone(),
             counters.clone(),
+            mem.clone(),
         );
         let t = std::thread::Builder::new()
             .name(format!("vcpu{i}"))
             .stack_size(256 * 1024)
-            .spawn(move || vcpu::run(fd, d, c, e, n))
+            .spawn(move || vcpu::run(fd, d, c, e, n, m))
             .map_err(BuildError::Thread)?;
         threads.push(t);
     }

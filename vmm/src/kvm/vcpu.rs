@@ -15,6 +15,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 use super::{cpuid, msrs, regs, KvmError, Step};
 use crate::config::Entry;
 use crate::devices::Devices;
+use crate::memory::GuestMemory;
 use crate::metrics::{ExitCounters, ExitKind};
 use crate::vmm::{ExitReason, ExitSignal};
 
@@ -151,47 +152,25 @@ pub fn create(vm: &VmFd, s: &VcpuSetup) -> Result<VcpuFd, KvmError> {
     Ok(vcpu)
 }
 
-/// KVM's instruction emulator cannot run `int3` outside real mode (Linux's
-/// int3 self-test, and text patching, execute one in ring 0, which this
-/// platform emulates) nor `fwait` (Linux's FPU init). When the emulation
-/// failure is exactly one of them, do what the CPU would: for `int3` (0xcc) a
-/// #BP trap with the return address after the instruction; for `fwait` (0x9b)
-/// step over it. True if handled.
-fn emulate_unsupported(vcpu: &VcpuFd, run: *const kvm_bindings::kvm_run) -> bool {
+/// An emulation failure KVM reported with the instruction bytes: let
+/// [`emulate`](super::emulate) try it. True if handled.
+fn emulate_unsupported(
+    vcpu: &VcpuFd,
+    run: *const kvm_bindings::kvm_run,
+    mem: &GuestMemory,
+) -> bool {
     // SAFETY: as in `internal_error`.
     let internal = unsafe { (*run).__bindgen_anon_1.internal };
     // suberror 1 = KVM_INTERNAL_ERROR_EMULATION; data[0] bit 0 = instruction
-    // bytes present, data[1] = insn_size (low byte) then the bytes.
-    let emulation = internal.suberror == 1 && internal.ndata >= 2 && internal.data[0] & 1 == 1;
-    let insn = internal.data[1].to_le_bytes();
-    if !emulation || insn[0] == 0 || (insn[1] != 0xcc && insn[1] != 0x9b) {
+    // bytes present; then insn_size (one byte) and up to 15 bytes.
+    if internal.suberror != 1 || internal.ndata < 2 || internal.data[0] & 1 == 0 {
         return false;
     }
-    let Ok(mut regs) = vcpu.get_regs() else {
-        return false;
-    };
-    if insn[1] == 0x9b {
-        // fwait: a no-op unless an unmasked x87 exception is pending (none
-        // is right after Linux's fninit) or CR0.MP and CR0.TS are both set.
-        const MP_TS: u64 = (1 << 1) | (1 << 3);
-        let Ok(sregs) = vcpu.get_sregs() else {
-            return false;
-        };
-        if sregs.cr0 & MP_TS == MP_TS {
-            return false;
-        }
-        regs.rip = regs.rip.wrapping_add(1);
-        return vcpu.set_regs(&regs).is_ok();
-    }
-    let Ok(mut events) = vcpu.get_vcpu_events() else {
-        return false;
-    };
-    regs.rip = regs.rip.wrapping_add(1);
-    events.exception.injected = 1;
-    events.exception.nr = 3;
-    events.exception.has_error_code = 0;
-    events.exception.error_code = 0;
-    vcpu.set_regs(&regs).is_ok() && vcpu.set_vcpu_events(&events).is_ok()
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&internal.data[1].to_le_bytes());
+    raw[8..].copy_from_slice(&internal.data[2].to_le_bytes());
+    let size = usize::from(raw[0]).min(15);
+    super::emulate::handle(vcpu, mem, &raw[1..1 + size])
 }
 
 /// "KVM internal error" with its suberror, data words and the guest RIP, so a
@@ -234,6 +213,7 @@ pub fn run(
     control: Arc<VcpuControl>,
     exit: Arc<ExitSignal>,
     counters: Arc<ExitCounters>,
+    mem: GuestMemory,
 ) {
     let run_ptr: *mut kvm_bindings::kvm_run = vcpu.get_kvm_run();
     KVM_RUN.with(|r| r.set(run_ptr));
@@ -283,7 +263,7 @@ pub fn run(
                 ExitKind::Shutdown
             }
             Ok(VcpuExit::InternalError) => {
-                if !emulate_unsupported(&vcpu, run_ptr) {
+                if !emulate_unsupported(&vcpu, run_ptr, &mem) {
                     exit.request(ExitReason::GuestCrash(internal_error(&vcpu, run_ptr)));
                 }
                 ExitKind::Other
