@@ -7,7 +7,7 @@
 //! grace period, milliseconds here) is created after the vCPUs started.
 
 use std::fs::OpenOptions;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use kvm_ioctls::{Kvm, VmFd};
@@ -18,6 +18,7 @@ use crate::control::{ControlError, ControlServer};
 use crate::devices::serial::Console;
 use crate::devices::{DeviceError, Devices, COM1, COM1_GSI, I8042_GSI};
 use crate::kvm::vcpu::{self, VcpuControl, VcpuSetup};
+use kvm_ioctls::VcpuFd;
 use crate::kvm::{cpuid, regs, vm, KvmError, Step};
 use crate::memory::{self, GuestMemory, MemoryError};
 use crate::metrics::{trace, ExitCounters};
@@ -44,6 +45,9 @@ pub enum BuildError {
     Signal(vmm_sys_util::errno::Error),
 }
 
+/// Stack of each vCPU thread (the run loop is shallow).
+const VCPU_STACK: usize = 256 * 1024;
+
 /// The VM before its vCPUs exist.
 struct Prepared {
     mem: GuestMemory,
@@ -54,22 +58,49 @@ struct Prepared {
     server: Option<ControlServer>,
 }
 
+/// What vCPU 0's thread needs to start running the guest.
+struct VcpuStart {
+    fd: VcpuFd,
+    devices: Arc<Devices>,
+    control: Arc<VcpuControl>,
+    exit: Arc<ExitSignal>,
+    counters: Arc<ExitCounters>,
+    mem: GuestMemory,
+}
+
 /// Build and start the VM described by `config`.
 pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let source = config.validate()?;
     trace("config valid");
-    let kvm = vm::open_kvm()?;
-    let (prepared, supported) = std::thread::scope(|scope| {
-        let cpuid = scope.spawn(|| {
-            kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-                .step("get_supported_cpuid")
-        });
-        let prepared = prepare(&kvm, config, &source);
-        let supported = cpuid
-            .join()
-            .unwrap_or(Err(KvmError::Fam("the supported CPUID (its thread died)")));
-        (prepared, supported)
-    });
+    let kvm = Arc::new(vm::open_kvm()?);
+    // vCPU 0's thread is started first: it fetches the supported CPUID (slow
+    // here, ~1 ms) while this thread creates the VM and loads the guest, then
+    // waits for its vCPU. Starting a thread costs a few hundred µs on this
+    // platform; this way that cost is off the path to the guest's first
+    // instruction. If the build fails, dropping `start_tx` ends the thread.
+    let (cpuid_tx, cpuid_rx) = mpsc::channel();
+    let (start_tx, start_rx) = mpsc::channel::<VcpuStart>();
+    let k = kvm.clone();
+    let vcpu0 = std::thread::Builder::new()
+        .name("vcpu0".into())
+        .stack_size(VCPU_STACK)
+        .spawn(move || {
+            let supported = k
+                .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+                .step("get_supported_cpuid");
+            drop(k);
+            if cpuid_tx.send(supported).is_err() {
+                return;
+            }
+            if let Ok(s) = start_rx.recv() {
+                vcpu::run(s.fd, s.devices, s.control, s.exit, s.counters, s.mem);
+            }
+        })
+        .map_err(BuildError::Thread)?;
+    let prepared = prepare(&kvm, config, &source);
+    let supported = cpuid_rx
+        .recv()
+        .unwrap_or(Err(KvmError::Fam("the supported CPUID (its thread died)")));
     let Prepared {
         mem,
         vm: vm_fd,
@@ -109,20 +140,40 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let counters = Arc::new(ExitCounters::default());
     let mut threads = Vec::with_capacity(fds.len());
     for (i, fd) in fds.into_iter().enumerate() {
-        let (d, c, e, n, m) = (
-            devices.clone(),
-            control.clone(),
-            exit.clone(),
-            counters.clone(),
-            mem.clone(),
-        );
+        let start = VcpuStart {
+            fd,
+            devices: devices.clone(),
+            control: control.clone(),
+            exit: exit.clone(),
+            counters: counters.clone(),
+            mem: mem.clone(),
+        };
+        if i == 0 {
+            // The thread is alive until it gets this (or the sender drops).
+            if start_tx.send(start).is_err() {
+                return Err(BuildError::Thread(std::io::Error::other(
+                    "vCPU 0's thread ended early",
+                )));
+            }
+            continue;
+        }
         let t = std::thread::Builder::new()
             .name(format!("vcpu{i}"))
-            .stack_size(256 * 1024)
-            .spawn(move || vcpu::run(fd, d, c, e, n, m))
+            .stack_size(VCPU_STACK)
+            .spawn(move || {
+                vcpu::run(
+                    start.fd,
+                    start.devices,
+                    start.control,
+                    start.exit,
+                    start.counters,
+                    start.mem,
+                )
+            })
             .map_err(BuildError::Thread)?;
         threads.push(t);
     }
+    threads.insert(0, vcpu0);
     trace("vcpu threads started");
     let mut vm = Vm {
         mem,
