@@ -15,8 +15,12 @@ pub const BOOT_STACK: u64 = 0x8ff0;
 pub const PML4: u64 = 0x9000;
 pub const PDPT: u64 = 0xa000;
 pub const PD: u64 = 0xb000;
-/// Kernel command line and its capacity.
-pub const CMDLINE: u64 = 0x20000;
+/// Kernel command line and its capacity, in the page right after the boot
+/// GDT's: on a guest fault KVM also maps the host-present pages that run
+/// contiguously from the start of the faulting page's 32 KiB-aligned group, so
+/// the guest's first read of the zero page (0x7000) maps page 0 and this one
+/// with it — one fault (~30 µs here) fewer before the booted line.
+pub const CMDLINE: u64 = 0x1000;
 pub const CMDLINE_MAX: usize = 4096;
 /// Start of the extended BIOS data area: low RAM ends here.
 pub const EBDA: u64 = 0x9fc00;
