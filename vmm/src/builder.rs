@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::boot::{self, BootError, BootPlan};
 use crate::config::{BootSource, ConfigError, VmConfig};
@@ -18,7 +18,6 @@ use crate::control::{ControlError, ControlServer};
 use crate::devices::serial::Console;
 use crate::devices::{DeviceError, Devices, COM1, COM1_GSI, I8042_GSI};
 use crate::kvm::vcpu::{self, VcpuControl, VcpuSetup};
-use kvm_ioctls::VcpuFd;
 use crate::kvm::{cpuid, regs, vm, KvmError, Step};
 use crate::memory::{self, GuestMemory, MemoryError};
 use crate::metrics::{trace, ExitCounters};
@@ -48,10 +47,8 @@ pub enum BuildError {
 /// Stack of each vCPU thread (the run loop is shallow).
 const VCPU_STACK: usize = 256 * 1024;
 
-/// The VM before its vCPUs exist.
+/// The guest loaded and its devices made, before its vCPUs run.
 struct Prepared {
-    mem: GuestMemory,
-    vm: VmFd,
     plan: BootPlan,
     devices: Devices,
     exit: Arc<ExitSignal>,
@@ -68,19 +65,32 @@ struct VcpuStart {
     mem: GuestMemory,
 }
 
+/// vCPU 0 made on its own thread, with the supported CPUID it was made from.
+type MadeVcpu0 = Result<(kvm_bindings::CpuId, VcpuFd), KvmError>;
+
 /// Build and start the VM described by `config`.
 pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let source = config.validate()?;
     trace("config valid");
     let kvm = Arc::new(vm::open_kvm()?);
-    // vCPU 0's thread is started first: it fetches the supported CPUID (slow
-    // here, ~1 ms) while this thread creates the VM and loads the guest, then
-    // waits for its vCPU. Starting a thread costs a few hundred µs on this
-    // platform; this way that cost is off the path to the guest's first
-    // instruction. If the build fails, dropping `start_tx` ends the thread.
-    let (cpuid_tx, cpuid_rx) = mpsc::channel();
+    let vcpus = config.vcpus as u8;
+    let mask: Vec<cpuid::FeatureBit> = config
+        .cpuid_mask
+        .iter()
+        .filter_map(|n| cpuid::feature(n))
+        .collect();
+    // vCPU 0's thread is started first. It fetches the supported CPUID (slow
+    // here, ~1 ms) while this thread creates the VM, then creates and
+    // configures vCPU 0 while this thread loads the guest and builds the
+    // devices, and finally runs it. Starting a thread and making a vCPU cost
+    // hundreds of µs each on this platform; this way they overlap with the
+    // rest of the start-up. If the build fails, dropping the senders ends the
+    // thread.
+    let (vm_tx, vm_rx) = mpsc::channel::<Arc<VmFd>>();
+    let (made_tx, made_rx) = mpsc::channel::<MadeVcpu0>();
     let (start_tx, start_rx) = mpsc::channel::<VcpuStart>();
     let k = kvm.clone();
+    let thread_mask = mask.clone();
     let vcpu0 = std::thread::Builder::new()
         .name("vcpu0".into())
         .stack_size(VCPU_STACK)
@@ -89,7 +99,14 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
                 .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
                 .step("get_supported_cpuid");
             drop(k);
-            if cpuid_tx.send(supported).is_err() {
+            let made = match supported {
+                Err(e) => Err(e),
+                Ok(cpuid) => {
+                    let Ok(vm) = vm_rx.recv() else { return };
+                    vcpu::create_unplaced(&vm, 0, vcpus, &cpuid, &thread_mask).map(|fd| (cpuid, fd))
+                }
+            };
+            if made_tx.send(made).is_err() {
                 return;
             }
             if let Ok(s) = start_rx.recv() {
@@ -97,28 +114,25 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
             }
         })
         .map_err(BuildError::Thread)?;
-    let prepared = prepare(&kvm, config, &source);
-    let supported = cpuid_rx
-        .recv()
-        .unwrap_or(Err(KvmError::Fam("the supported CPUID (its thread died)")));
+
+    let mem = memory::create(config.memory_mib, config.hugepages)?;
+    let vm_fd = Arc::new(vm::create(&kvm, &mem)?);
+    trace("vm created");
+    // The thread may already have ended on a CPUID error; it reports that below.
+    let _ = vm_tx.send(vm_fd.clone());
     let Prepared {
-        mem,
-        vm: vm_fd,
         plan,
         devices,
         exit,
         server,
-    } = prepared?;
-    let supported = supported?;
-
-    let vcpus = config.vcpus as u8;
-    let mask: Vec<cpuid::FeatureBit> = config
-        .cpuid_mask
-        .iter()
-        .filter_map(|n| cpuid::feature(n))
-        .collect();
+    } = prepare(&kvm, config, &source, &mem, &vm_fd)?;
+    let (supported, fd0) = made_rx
+        .recv()
+        .unwrap_or(Err(KvmError::Fam("vCPU 0 (its thread died)")))?;
+    vcpu::place_boot_vcpu(&fd0, plan.entry, plan.rip, plan.boot_info)?;
     let mut fds = Vec::with_capacity(vcpus as usize);
-    for index in 0..vcpus {
+    fds.push(fd0);
+    for index in 1..vcpus {
         let setup = VcpuSetup {
             index,
             count: vcpus,
@@ -198,13 +212,16 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     Ok(vm)
 }
 
-/// Memory, VM, guest image and tables, devices and the control socket.
-fn prepare(kvm: &Kvm, config: &VmConfig, source: &BootSource) -> Result<Prepared, BuildError> {
-    let mem = memory::create(config.memory_mib, config.hugepages)?;
-    let vm_fd = vm::create(kvm, &mem)?;
-    trace("vm created");
-    let plan = boot::load(&mem, source, config.vcpus as u8)?;
-    regs::write_boot_tables(&mem, plan.entry)?;
+/// Guest image and tables, devices and the control socket.
+fn prepare(
+    kvm: &Kvm,
+    config: &VmConfig,
+    source: &BootSource,
+    mem: &GuestMemory,
+    vm_fd: &VmFd,
+) -> Result<Prepared, BuildError> {
+    let plan = boot::load(mem, source, config.vcpus as u8)?;
+    regs::write_boot_tables(mem, plan.entry)?;
     trace("guest loaded");
 
     let log = match &config.console.log {
@@ -241,8 +258,6 @@ fn prepare(kvm: &Kvm, config: &VmConfig, source: &BootSource) -> Result<Prepared
     };
     trace("devices ready");
     Ok(Prepared {
-        mem,
-        vm: vm_fd,
         plan,
         devices,
         exit,

@@ -121,7 +121,7 @@ impl ExitSignal {
 /// A running VM.
 pub struct Vm {
     pub(crate) mem: GuestMemory,
-    pub(crate) _vm: VmFd,
+    pub(crate) _vm: Arc<VmFd>,
     pub(crate) vcpus: Vec<JoinHandle<()>>,
     pub(crate) control: Arc<VcpuControl>,
     pub(crate) exit: Arc<ExitSignal>,

@@ -138,18 +138,41 @@ pub struct VcpuSetup<'a> {
 
 /// Create and configure one vCPU.
 pub fn create(vm: &VmFd, s: &VcpuSetup) -> Result<VcpuFd, KvmError> {
-    let vcpu = vm.create_vcpu(u64::from(s.index)).step("create_vcpu")?;
-    let mut cpuid = s.supported_cpuid.clone();
-    cpuid::adjust(&mut cpuid, s.index, s.count, s.mask);
+    let vcpu = create_unplaced(vm, s.index, s.count, s.supported_cpuid, s.mask)?;
+    if s.index == 0 {
+        place_boot_vcpu(&vcpu, s.entry, s.rip, s.boot_info)?;
+    }
+    Ok(vcpu)
+}
+
+/// Create a vCPU with its CPUID, MSRs, FPU and LAPIC, but not yet the
+/// registers that depend on where the guest was loaded.
+pub fn create_unplaced(
+    vm: &VmFd,
+    index: u8,
+    count: u8,
+    supported_cpuid: &kvm_bindings::CpuId,
+    mask: &[cpuid::FeatureBit],
+) -> Result<VcpuFd, KvmError> {
+    let vcpu = vm.create_vcpu(u64::from(index)).step("create_vcpu")?;
+    let mut cpuid = supported_cpuid.clone();
+    cpuid::adjust(&mut cpuid, index, count, mask);
     vcpu.set_cpuid2(&cpuid).step("set_cpuid2")?;
     msrs::setup(&vcpu)?;
     regs::setup_fpu(&vcpu)?;
     regs::setup_lapic(&vcpu)?;
-    if s.index == 0 {
-        regs::setup_sregs(&vcpu, s.entry)?;
-        regs::setup_regs(&vcpu, s.entry, s.rip, s.boot_info)?;
-    }
     Ok(vcpu)
+}
+
+/// The boot vCPU's segment, control and general registers for `entry`.
+pub fn place_boot_vcpu(
+    vcpu: &VcpuFd,
+    entry: Entry,
+    rip: u64,
+    boot_info: u64,
+) -> Result<(), KvmError> {
+    regs::setup_sregs(vcpu, entry)?;
+    regs::setup_regs(vcpu, entry, rip, boot_info)
 }
 
 /// An emulation failure KVM reported with the instruction bytes: let
