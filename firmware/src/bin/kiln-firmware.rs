@@ -8,6 +8,7 @@ use core::arch::{asm, global_asm};
 
 use kiln_firmware::cmdline;
 use kiln_firmware::line::Line;
+use kiln_firmware::virtio_blk::{self, Blk};
 
 global_asm!(include_str!("../entry.S"), options(att_syntax));
 
@@ -50,6 +51,9 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
     }
     match cmdline::mode(cmdline) {
         b"probe" => {}
+        b"blk-check" => blk_check(cmdline, false),
+        // Write and flush, say so, then wait to be killed (crash-consistency test).
+        b"blk-write-hold" => blk_check(cmdline, true),
         b"idle" => idle_until_ctrl_alt_del(),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
@@ -144,6 +148,144 @@ fn inb(port: u16) -> u8 {
         asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
     };
     v
+}
+
+/// Data buffer of the block jobs (identity-mapped, so its address is the
+/// guest-physical one the device sees).
+#[repr(C, align(4096))]
+struct DataBuf([u8; DATA_BUF]);
+const DATA_BUF: usize = 1 << 20;
+static mut DATA: DataBuf = DataBuf([0; DATA_BUF]);
+
+/// Bytes per request of blk-check.
+const CHECK_CHUNK: usize = 64 * 1024;
+
+fn say(parts: &[&[u8]]) {
+    let mut l = Line::new();
+    for p in parts {
+        l.bytes(p);
+    }
+    l.bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// The first virtio-blk device on the command line, set up.
+fn open_blk(cmdline: &[u8]) -> Option<Blk> {
+    let Some(dev) = cmdline::virtio_mmio_devices(cmdline).next() else {
+        say(&[b"blk: no virtio-mmio device on the command line"]);
+        return None;
+    };
+    // SAFETY: the slot is an MMIO window in the identity map, and this is
+    // the only driver instance.
+    match unsafe { Blk::init(dev.addr as usize) } {
+        Ok(b) => {
+            let mut l = Line::new();
+            l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
+            if b.read_only {
+                l.bytes(b", read-only");
+            }
+            l.bytes(b"\n");
+            write_com1(l.as_bytes());
+            Some(b)
+        }
+        Err(e) => {
+            say(&[b"blk: cannot set up the device: ", e.text()]);
+            None
+        }
+    }
+}
+
+fn status_line(what: &[u8], status: u8, sector: u64) {
+    let mut l = Line::new();
+    l.bytes(b"blk-check: ")
+        .bytes(what)
+        .bytes(b" failed: status ")
+        .dec(u64::from(status))
+        .bytes(match status {
+            virtio_blk::S_IOERR => b" (IOERR)",
+            2 => b" (UNSUPP)",
+            _ => b"",
+        })
+        .bytes(b" at sector ")
+        .dec(sector)
+        .bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// `kiln.mode=blk-check [bytes=N]`: write the pattern over the first N bytes
+/// (default 1 MiB, at most the disk), flush, read back and verify. With
+/// `hold`, stop after the flush, print `blk-flushed <bytes>` and spin.
+fn blk_check(cmdline: &[u8], hold: bool) {
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    let mut id = [0u8; 20];
+    // SAFETY: `id` lives until the request completes (run waits).
+    let st = unsafe { blk.run(virtio_blk::T_GET_ID, 0, id.as_mut_ptr(), 20) };
+    if st == virtio_blk::S_OK {
+        let n = id.iter().position(|b| *b == 0).unwrap_or(20);
+        say(&[b"blk: id ", &id[..n]]);
+    }
+    let want = cmdline::value(cmdline, b"bytes")
+        .and_then(cmdline::parse_mem)
+        .unwrap_or(1 << 20);
+    let bytes = want.min(blk.sectors * 512) & !511;
+    // SAFETY: DATA is only used by this single-threaded job.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let chunk = &mut buf[..CHECK_CHUNK];
+    let mut off = 0u64;
+    while off < bytes {
+        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+        virtio_blk::fill_pattern(&mut chunk[..n], off);
+        // SAFETY: the chunk stays untouched until `run` returns.
+        let st = unsafe { blk.run(virtio_blk::T_OUT, off / 512, chunk.as_mut_ptr(), n as u32) };
+        if st != virtio_blk::S_OK {
+            status_line(b"write", st, off / 512);
+            return;
+        }
+        off += n as u64;
+    }
+    // SAFETY: a flush carries no data.
+    let st = unsafe { blk.run(virtio_blk::T_FLUSH, 0, core::ptr::null_mut(), 0) };
+    if st != virtio_blk::S_OK {
+        status_line(b"flush", st, 0);
+        return;
+    }
+    if hold {
+        let mut l = Line::new();
+        l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
+        write_com1(l.as_bytes());
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    off = 0;
+    while off < bytes {
+        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+        chunk[..n].fill(0);
+        // SAFETY: as above.
+        let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, chunk.as_mut_ptr(), n as u32) };
+        if st != virtio_blk::S_OK {
+            status_line(b"read", st, off / 512);
+            return;
+        }
+        if let Some((at, got, wanted)) = virtio_blk::check_pattern(&chunk[..n], off) {
+            let mut l = Line::new();
+            l.bytes(b"blk-check mismatch at byte ")
+                .dec(off + at)
+                .bytes(b": got ")
+                .hex(got)
+                .bytes(b" want ")
+                .hex(wanted)
+                .bytes(b"\n");
+            write_com1(l.as_bytes());
+            return;
+        }
+        off += n as u64;
+    }
+    let mut l = Line::new();
+    l.bytes(b"blk-check ok ").dec(bytes).bytes(b"\n");
+    write_com1(l.as_bytes());
 }
 
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to
