@@ -230,14 +230,25 @@ impl Blk {
         b.w64(QUEUE_USED, used);
         b.w(QUEUE_READY, 1);
         b.w(STATUS, 1 | 2 | 8 | 4);
+        b.read_config();
+        Ok(b)
+    }
+
+    /// Re-read the capacity (consistently, under the config generation);
+    /// returns the generation it was read under.
+    pub fn read_config(&mut self) -> u32 {
         loop {
-            let g = b.r(CONFIG_GENERATION);
-            b.sectors = u64::from(b.r(CONFIG)) | (u64::from(b.r(CONFIG + 4)) << 32);
-            if b.r(CONFIG_GENERATION) == g {
-                break;
+            let g = self.r(CONFIG_GENERATION);
+            self.sectors = u64::from(self.r(CONFIG)) | (u64::from(self.r(CONFIG + 4)) << 32);
+            if self.r(CONFIG_GENERATION) == g {
+                return g;
             }
         }
-        Ok(b)
+    }
+
+    /// The device's config generation (changes when e.g. the disk is swapped).
+    pub fn config_generation(&self) -> u32 {
+        self.r(CONFIG_GENERATION)
     }
 
     fn r(&self, off: usize) -> u32 {

@@ -54,6 +54,7 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
         b"blk-check" => blk_check(cmdline, false),
         // Write and flush, say so, then wait to be killed (crash-consistency test).
         b"blk-write-hold" => blk_check(cmdline, true),
+        b"blk-watch" => blk_watch(cmdline),
         b"idle" => idle_until_ctrl_alt_del(),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
@@ -214,7 +215,8 @@ fn status_line(what: &[u8], status: u8, sector: u64) {
 
 /// `kiln.mode=blk-check [bytes=N]`: write the pattern over the first N bytes
 /// (default 1 MiB, at most the disk), flush, read back and verify. With
-/// `hold`, stop after the flush, print `blk-flushed <bytes>` and spin.
+/// `hold`, stop after the flush, print `blk-flushed <bytes>` and idle until
+/// Ctrl-Alt-Del (the crash test kills the VMM meanwhile).
 fn blk_check(cmdline: &[u8], hold: bool) {
     let Some(mut blk) = open_blk(cmdline) else {
         return;
@@ -255,9 +257,9 @@ fn blk_check(cmdline: &[u8], hold: bool) {
         let mut l = Line::new();
         l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
         write_com1(l.as_bytes());
-        loop {
-            core::hint::spin_loop();
-        }
+        // Its port polling also makes the VMM write out the console line.
+        idle_until_ctrl_alt_del();
+        return;
     }
     off = 0;
     while off < bytes {
@@ -286,6 +288,49 @@ fn blk_check(cmdline: &[u8], hold: bool) {
     let mut l = Line::new();
     l.bytes(b"blk-check ok ").dec(bytes).bytes(b"\n");
     write_com1(l.as_bytes());
+}
+
+/// Print the capacity and the first word of sector 0.
+fn blk_report(blk: &mut Blk, what: &[u8]) -> bool {
+    // SAFETY: DATA is only used by this single-threaded job.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    // SAFETY: the buffer stays untouched until `run` returns.
+    let st = unsafe { blk.run(virtio_blk::T_IN, 0, buf.as_mut_ptr(), 512) };
+    if st != virtio_blk::S_OK {
+        status_line(b"read", st, 0);
+        return false;
+    }
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&buf[..8]);
+    let mut l = Line::new();
+    l.bytes(b"blk-watch: ")
+        .bytes(what)
+        .bytes(b" sectors ")
+        .dec(blk.sectors)
+        .bytes(b" word0 ")
+        .hex(u64::from_le_bytes(w))
+        .bytes(b"\n");
+    write_com1(l.as_bytes());
+    true
+}
+
+/// `kiln.mode=blk-watch`: report the disk, wait for its configuration to
+/// change (a backing-file swap), report it again, power off.
+fn blk_watch(cmdline: &[u8]) {
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    let generation = blk.read_config();
+    if !blk_report(&mut blk, b"before") {
+        return;
+    }
+    while blk.config_generation() == generation {
+        for _ in 0..100_000 {
+            core::hint::spin_loop();
+        }
+    }
+    blk.read_config();
+    blk_report(&mut blk, b"after");
 }
 
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to

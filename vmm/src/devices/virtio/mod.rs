@@ -67,8 +67,6 @@ pub enum VirtioError {
     Thread(std::io::Error),
     #[error("virtio queue {0} is not valid (size or ring addresses)")]
     BadQueue(usize),
-    #[error("no disk with id {0:?}")]
-    NoSuchDisk(String),
 }
 
 /// The interrupt line of one slot: the status register bits the guest reads
