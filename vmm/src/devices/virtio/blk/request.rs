@@ -48,16 +48,21 @@ where
     segments.clear();
     let head = chain.head_index();
     let mut too_many = false;
+    // The chain iterator ends by itself (virtio-queue bounds it by the table
+    // size); past the limit only the last descriptor is remembered.
+    let mut last = None;
     for d in chain {
-        if segments.len() >= max_segments + 2 {
-            too_many = true;
-            break;
-        }
-        segments.push(Segment {
+        let seg = Segment {
             addr: d.addr(),
             len: d.len(),
             device_writes: d.is_write_only(),
-        });
+        };
+        if segments.len() < max_segments + 2 {
+            segments.push(seg);
+        } else {
+            too_many = true;
+        }
+        last = Some(seg);
     }
     let mut parsed = Parsed {
         head,
@@ -66,19 +71,20 @@ where
     };
     // The status byte is the last byte of the last descriptor, which must be
     // device-writable.
-    match segments.last_mut() {
-        Some(last) if last.device_writes && last.len >= 1 && !too_many => {
-            parsed.status = last
-                .addr
-                .0
-                .checked_add(u64::from(last.len) - 1)
-                .map(GuestAddress);
-            last.len -= 1;
-            if last.len == 0 {
-                segments.pop();
-            }
+    match last {
+        Some(l) if l.device_writes && l.len >= 1 => {
+            parsed.status = l.addr.0.checked_add(u64::from(l.len) - 1).map(GuestAddress);
         }
         _ => return parsed,
+    }
+    if too_many {
+        return parsed;
+    }
+    if let Some(l) = segments.last_mut() {
+        l.len -= 1;
+        if l.len == 0 {
+            segments.pop();
+        }
     }
     // The header is the first 16 bytes of the first descriptor, device-readable.
     let Some(first) = segments.first_mut() else {
