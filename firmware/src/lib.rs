@@ -5,6 +5,7 @@
 //! I/O, the jobs) is `src/bin/kiln-firmware.rs`.
 #![cfg_attr(not(test), no_std)]
 
+pub mod bench;
 pub mod cmdline;
 pub mod line;
 pub mod virtio_blk;
