@@ -479,7 +479,7 @@ fn blk_bench(cmdline: &[u8]) {
         .bytes(b" mibps=");
     fixed(
         &mut l,
-        (u128::from(ios * bs) * u128::from(hz) * 100 / u128::from(elapsed) >> 20) as u64,
+        ((u128::from(ios * bs) * u128::from(hz) * 100 / u128::from(elapsed)) >> 20) as u64,
         2,
     );
     let us10 = |ticks: u64| (u128::from(ticks) * 10_000_000 / u128::from(hz)) as u64;
