@@ -73,6 +73,11 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
             write_com1(l.as_bytes());
         }
     }
+    // `kiln.after=idle`: stay up until Ctrl-Alt-Del (benchmarks read the
+    // VMM's thread statistics before stopping it).
+    if cmdline::value(cmdline, b"kiln.after") == Some(b"idle") {
+        idle_until_ctrl_alt_del();
+    }
     power_off()
 }
 
@@ -172,30 +177,32 @@ fn say(parts: &[&[u8]]) {
     write_com1(l.as_bytes());
 }
 
-/// The first virtio-blk device on the command line, set up.
+/// The first virtio-blk device among the command line's virtio-mmio slots
+/// (empty slots and other device types are skipped), set up.
 fn open_blk(cmdline: &[u8]) -> Option<Blk> {
-    let Some(dev) = cmdline::virtio_mmio_devices(cmdline).next() else {
-        say(&[b"blk: no virtio-mmio device on the command line"]);
-        return None;
-    };
-    // SAFETY: the slot is an MMIO window in the identity map, and this is
-    // the only driver instance.
-    match unsafe { Blk::init(dev.addr as usize) } {
-        Ok(b) => {
-            let mut l = Line::new();
-            l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
-            if b.read_only {
-                l.bytes(b", read-only");
+    for dev in cmdline::virtio_mmio_devices(cmdline) {
+        // SAFETY: the slot is an MMIO window in the identity map, and this is
+        // the only driver instance (a failed init leaves nothing behind).
+        match unsafe { Blk::init(dev.addr as usize) } {
+            Ok(b) => {
+                let mut l = Line::new();
+                l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
+                if b.read_only {
+                    l.bytes(b", read-only");
+                }
+                l.bytes(b"\n");
+                write_com1(l.as_bytes());
+                return Some(b);
             }
-            l.bytes(b"\n");
-            write_com1(l.as_bytes());
-            Some(b)
-        }
-        Err(e) => {
-            say(&[b"blk: cannot set up the device: ", e.text()]);
-            None
+            Err(virtio_blk::InitError::NotBlock) => continue,
+            Err(e) => {
+                say(&[b"blk: cannot set up the device: ", e.text()]);
+                return None;
+            }
         }
     }
+    say(&[b"blk: no virtio-blk device among the virtio-mmio slots"]);
+    None
 }
 
 fn status_line(what: &[u8], status: u8, sector: u64) {
