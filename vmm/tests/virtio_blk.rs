@@ -135,3 +135,41 @@ fn a_swapped_backing_file_is_seen_by_the_guest() {
     let out = finish(child);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn blk_bench_runs_and_reports_its_figures() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let disk = g.disk("bench.raw", 4 << 20, 0x33);
+    let out = finish(g.spawn(
+        "kiln.mode=blk-bench rw=randwrite bs=4K qd=8 seconds=1",
+        json!([{"path": disk}]),
+    ));
+    let console = g.console();
+    assert!(out.status.success(), "{out:?}\n{console}");
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("blk-bench "))
+        .unwrap_or_else(|| panic!("no blk-bench line:\n{console}"));
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        line.starts_with("blk-bench rw=randwrite bs=4096 qd=8 "),
+        "{line}"
+    );
+    assert!(field("ios=") > 0.0, "{line}");
+    assert_eq!(field("errors="), 0.0, "{line}");
+    assert!(field("p99_us=") >= field("p50_us="), "{line}");
+    let data = std::fs::read(&disk).unwrap();
+    assert!(
+        data.iter().any(|b| *b != 0x33),
+        "the guest's writes reached the file"
+    );
+}
