@@ -63,6 +63,7 @@ impl Driver {
             read_only,
             direct: DirectMode::Off,
             id: Some("hostile".into()),
+            poll_us: if read_only { 0 } else { 100 },
         };
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();

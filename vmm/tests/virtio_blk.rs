@@ -28,7 +28,8 @@ fn blk_check_passes_on_a_raw_file_buffered_and_with_o_direct() {
         let disk = g.disk("disk.raw", 8 << 20, 0);
         let child = g.spawn(
             "kiln.mode=blk-check bytes=4M",
-            json!([{"path": disk, "id": "data-disk", "direct": direct}]),
+            // The O_DIRECT run also exercises the queue thread's poll mode.
+            json!([{"path": disk, "id": "data-disk", "direct": direct, "poll_us": if direct { 200 } else { 0 }}]),
         );
         let out = finish(child);
         let console = g.console();

@@ -180,6 +180,8 @@ impl SharedDisk {
 pub struct BlkSettings {
     pub read_only: bool,
     pub id: [u8; ID_BYTES],
+    /// How long the queue thread polls after activity (see `DiskConfig::poll_us`).
+    pub poll: std::time::Duration,
 }
 
 /// A virtio-blk device.
@@ -206,6 +208,7 @@ impl Blk {
             settings: BlkSettings {
                 read_only: cfg.read_only,
                 id: id_bytes,
+                poll: std::time::Duration::from_micros(u64::from(cfg.poll_us)),
             },
             id,
             direct: cfg.direct,

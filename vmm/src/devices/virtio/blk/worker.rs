@@ -12,7 +12,7 @@
 
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -34,8 +34,6 @@ const TAG_STOP: u64 = (1 << 63) | 1;
 const RING_ENTRIES: u32 = 512;
 /// Times a full submission queue is flushed before a request fails.
 const PUSH_RETRIES: usize = 16;
-/// How long the thread keeps polling after the last request or completion.
-const POLL_WINDOW: Duration = Duration::from_micros(200);
 
 /// One descriptor head's request while its I/O is in flight.
 #[derive(Clone, Copy, Default)]
@@ -98,7 +96,7 @@ impl QueueWorker {
     /// Serve the queue until the stop eventfd fires; in-flight I/O is
     /// completed before returning.
     ///
-    /// For `POLL_WINDOW` after the last activity, while no I/O is in
+    /// For `settings.poll` after the last activity, while no I/O is in
     /// flight, the thread polls the avail ring instead of sleeping, with
     /// guest notifications off: a driver that sends its next request right
     /// after a completion then pays neither a notification exit nor a
@@ -118,7 +116,9 @@ impl QueueWorker {
             // Poll only while nothing is in flight (the driver is about to
             // send its next request); with I/O in flight, sleep until it
             // completes or the driver notifies.
-            let busy = self.in_flight == 0 && last_activity.elapsed() < POLL_WINDOW;
+            let busy = self.in_flight == 0
+                && !self.settings.poll.is_zero()
+                && last_activity.elapsed() < self.settings.poll;
             let wait = if busy {
                 if notifications_on {
                     let _ = self.queue.disable_notification(&self.mem);
