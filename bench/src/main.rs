@@ -2,6 +2,7 @@
 //! reference measured in the same run (see DESIGN.md, "Benchmark output").
 
 mod auth;
+mod blk;
 mod boot;
 mod cloud;
 mod report;
@@ -24,6 +25,8 @@ struct Cli {
 enum Cmd {
     /// Token validation and an authenticated GET against the unauthenticated version document.
     Auth(auth::AuthArgs),
+    /// virtio-blk on a raw file: 4 KiB randread/randwrite at QD1/QD32 and 128 KiB sequential read, vs fio on the host and QEMU microvm (--vs host,qemu).
+    Blk(blk::BlkArgs),
     /// Spawn → "kiln-firmware: booted" for kiln-vmm (and QEMU microvm with --vs qemu); VMM memory overhead; P guests at once.
     Boot(boot::BootArgs),
     /// Security groups: iperf3 with and without 1,000 ports' rules; port update and reconcile times vs `nft -f`.
@@ -34,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Auth(a) => auth::run(a),
+        Cmd::Blk(a) => blk::run(a),
         Cmd::Boot(a) => boot::run(a),
         Cmd::Sg(a) => sg::run(a),
     }

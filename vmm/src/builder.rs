@@ -7,7 +7,7 @@
 //! grace period, milliseconds here) is created after the vCPUs started.
 
 use std::fs::OpenOptions;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -16,6 +16,7 @@ use crate::boot::{self, BootError, BootPlan};
 use crate::config::{BootSource, ConfigError, VmConfig};
 use crate::control::{ControlError, ControlServer};
 use crate::devices::serial::Console;
+use crate::devices::virtio::{self, blk::Blk, mmio::MmioTransport, VirtioError};
 use crate::devices::{DeviceError, Devices, COM1, COM1_GSI, I8042_GSI};
 use crate::kvm::vcpu::{self, VcpuControl, VcpuSetup};
 use crate::kvm::{cpuid, regs, vm, KvmError, Step};
@@ -38,6 +39,8 @@ pub enum BuildError {
     Device(#[from] DeviceError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
     #[error("cannot start a vCPU thread: {0}")]
     Thread(std::io::Error),
     #[error("cannot install a signal handler: {0}")]
@@ -212,6 +215,44 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     Ok(vm)
 }
 
+/// The boot source with one `virtio_mmio.device=<size>@<addr>:<gsi>` entry
+/// per virtio-mmio slot appended to its command line (Linux's syntax, which
+/// the firmware parses as well).
+fn announce_virtio_slots(source: &BootSource, slots: usize) -> BootSource {
+    let mut s = source.clone();
+    for i in 0..slots {
+        s.cmdline.push_str(&format!(
+            " virtio_mmio.device=4K@{:#x}:{}",
+            virtio::slot_addr(i).0,
+            virtio::FIRST_GSI + i as u32
+        ));
+    }
+    s
+}
+
+/// One virtio-mmio slot for `device`: its irqfd on the slot's GSI and one
+/// ioeventfd per queue on QueueNotify (datamatch: the queue index).
+fn virtio_slot(
+    vm_fd: &VmFd,
+    mem: &GuestMemory,
+    index: usize,
+    device: Box<dyn virtio::VirtioDevice>,
+) -> Result<MmioTransport, BuildError> {
+    let irq =
+        vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
+    vm_fd
+        .register_irqfd(&irq, virtio::FIRST_GSI + index as u32)
+        .step("register_irqfd(virtio)")?;
+    let t = MmioTransport::new(device, mem.clone(), irq)?;
+    let notify = virtio::slot_addr(index).0 + virtio::mmio::REG_QUEUE_NOTIFY;
+    for (q, n) in t.notifiers().iter().enumerate() {
+        vm_fd
+            .register_ioevent(n, &kvm_ioctls::IoEventAddress::Mmio(notify), q as u32)
+            .step("register_ioevent(virtio)")?;
+    }
+    Ok(t)
+}
+
 /// Guest image and tables, devices and the control socket.
 fn prepare(
     kvm: &Kvm,
@@ -220,7 +261,8 @@ fn prepare(
     mem: &GuestMemory,
     vm_fd: &VmFd,
 ) -> Result<Prepared, BuildError> {
-    let plan = boot::load(mem, source, config.vcpus as u8)?;
+    let source = announce_virtio_slots(source, config.disks.len());
+    let plan = boot::load(mem, &source, config.vcpus as u8)?;
     regs::write_boot_tables(mem, plan.entry)?;
     trace("guest loaded");
 
@@ -238,7 +280,7 @@ fn prepare(
         None => None,
     };
     let exit = Arc::new(ExitSignal::new().map_err(DeviceError::EventFd)?);
-    let (devices, irqs) = Devices::new(Console::new(log, config.console.stdout), exit.clone())?;
+    let (mut devices, irqs) = Devices::new(Console::new(log, config.console.stdout), exit.clone())?;
     vm_fd
         .register_irqfd(&irqs.serial, COM1_GSI)
         .step("register_irqfd(serial)")?;
@@ -251,6 +293,14 @@ fn prepare(
     // every byte simply exits.
     if kvm.check_extension(kvm_ioctls::Cap::CoalescedPio) {
         let _ = vm_fd.register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(u64::from(COM1)), 1);
+    }
+    for (i, disk) in config.disks.iter().enumerate() {
+        devices.virtio.push(Mutex::new(virtio_slot(
+            vm_fd,
+            mem,
+            i,
+            Box::new(Blk::new(disk, i)?),
+        )?));
     }
     let server = match &config.control_socket {
         Some(path) => Some(ControlServer::bind(path)?),

@@ -10,7 +10,9 @@
 //!    line: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
 //!
 //! Actions: `state`, `pause`, `resume`, `shutdown` (optional `timeout_ms`:
-//! Ctrl-Alt-Del to the guest, then a hard stop when it expires), `metrics`.
+//! Ctrl-Alt-Del to the guest, then a hard stop when it expires), `metrics`,
+//! `swap-disk` (`id`, `path`: a disk's new backing file, announced to the
+//! guest with a config-change interrupt).
 
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -34,7 +36,7 @@ pub enum ControlError {
 
 /// One control request.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     State,
     Pause,
@@ -44,6 +46,10 @@ pub enum Request {
         timeout_ms: Option<u64>,
     },
     Metrics,
+    SwapDisk {
+        id: String,
+        path: PathBuf,
+    },
 }
 
 /// Parse one request line; the error is the answer to send back.
@@ -173,6 +179,13 @@ mod tests {
         assert_eq!(
             parse(br#"{"action":"shutdown"}"#),
             Ok(Request::Shutdown { timeout_ms: None })
+        );
+        assert_eq!(
+            parse(br#"{"action":"swap-disk","id":"d","path":"/x"}"#),
+            Ok(Request::SwapDisk {
+                id: "d".into(),
+                path: "/x".into()
+            })
         );
         assert!(parse(br#"{"action":"explode"}"#).is_err());
         assert!(parse(b"not json").is_err());

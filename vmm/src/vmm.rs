@@ -233,6 +233,7 @@ impl Vm {
                     Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
                 json!({"ok": true, "state": self.state()})
             }
+            Request::SwapDisk { id, path } => self.swap_disk(&id, &path),
             Request::Metrics => {
                 let rss = rss_kib();
                 let guest = resident_bytes(&self.mem) / 1024;
@@ -250,6 +251,20 @@ impl Vm {
                 json!({"ok": true, "metrics": m})
             }
         }
+    }
+
+    /// Give disk `id` a new backing file (the guest gets a config-change interrupt).
+    fn swap_disk(&self, id: &str, path: &std::path::Path) -> Value {
+        for slot in &self.devices.virtio {
+            let Ok(mut t) = slot.lock() else { continue };
+            if t.device().disk_id() == Some(id) {
+                return match t.swap_backing(path) {
+                    Ok(()) => json!({"ok": true}),
+                    Err(e) => crate::control::error(&e),
+                };
+            }
+        }
+        crate::control::error(&format!("no disk with id {id:?}"))
     }
 
     fn state(&self) -> &'static str {

@@ -6,8 +6,10 @@
 
 use core::arch::{asm, global_asm};
 
+use kiln_firmware::bench::{self, Histogram, Rng};
 use kiln_firmware::cmdline;
 use kiln_firmware::line::Line;
+use kiln_firmware::virtio_blk::{self, Blk};
 
 global_asm!(include_str!("../entry.S"), options(att_syntax));
 
@@ -50,6 +52,11 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
     }
     match cmdline::mode(cmdline) {
         b"probe" => {}
+        b"blk-check" => blk_check(cmdline, false),
+        // Write and flush, say so, then wait to be killed (crash-consistency test).
+        b"blk-write-hold" => blk_check(cmdline, true),
+        b"blk-watch" => blk_watch(cmdline),
+        b"blk-bench" => blk_bench(cmdline),
         b"idle" => idle_until_ctrl_alt_del(),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
@@ -65,6 +72,11 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
                 .bytes(b"\n");
             write_com1(l.as_bytes());
         }
+    }
+    // `kiln.after=idle`: stay up until Ctrl-Alt-Del (benchmarks read the
+    // VMM's thread statistics before stopping it).
+    if cmdline::value(cmdline, b"kiln.after") == Some(b"idle") {
+        idle_until_ctrl_alt_del();
     }
     power_off()
 }
@@ -155,6 +167,346 @@ fn inb(port: u16) -> u8 {
         asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
     };
     v
+}
+
+/// Data buffer of the block jobs (identity-mapped, so its address is the
+/// guest-physical one the device sees).
+#[repr(C, align(4096))]
+struct DataBuf([u8; DATA_BUF]);
+const DATA_BUF: usize = 4 << 20;
+static mut DATA: DataBuf = DataBuf([0; DATA_BUF]);
+
+/// Bytes per request of blk-check.
+const CHECK_CHUNK: usize = 64 * 1024;
+
+fn say(parts: &[&[u8]]) {
+    let mut l = Line::new();
+    for p in parts {
+        l.bytes(p);
+    }
+    l.bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// The first virtio-blk device among the command line's virtio-mmio slots
+/// (empty slots and other device types are skipped), set up.
+fn open_blk(cmdline: &[u8]) -> Option<Blk> {
+    for dev in cmdline::virtio_mmio_devices(cmdline) {
+        // SAFETY: the slot is an MMIO window in the identity map, and this is
+        // the only driver instance (a failed init leaves nothing behind).
+        match unsafe { Blk::init(dev.addr as usize) } {
+            Ok(b) => {
+                let mut l = Line::new();
+                l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
+                if b.read_only {
+                    l.bytes(b", read-only");
+                }
+                l.bytes(b"\n");
+                write_com1(l.as_bytes());
+                return Some(b);
+            }
+            Err(virtio_blk::InitError::NotBlock) => continue,
+            Err(e) => {
+                say(&[b"blk: cannot set up the device: ", e.text()]);
+                return None;
+            }
+        }
+    }
+    say(&[b"blk: no virtio-blk device among the virtio-mmio slots"]);
+    None
+}
+
+fn status_line(what: &[u8], status: u8, sector: u64) {
+    let mut l = Line::new();
+    l.bytes(b"blk-check: ")
+        .bytes(what)
+        .bytes(b" failed: status ")
+        .dec(u64::from(status))
+        .bytes(match status {
+            virtio_blk::S_IOERR => b" (IOERR)",
+            2 => b" (UNSUPP)",
+            _ => b"",
+        })
+        .bytes(b" at sector ")
+        .dec(sector)
+        .bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// `kiln.mode=blk-check [bytes=N]`: write the pattern over the first N bytes
+/// (default 1 MiB, at most the disk), flush, read back and verify. With
+/// `hold`, stop after the flush, print `blk-flushed <bytes>` and idle until
+/// Ctrl-Alt-Del (the crash test kills the VMM meanwhile).
+fn blk_check(cmdline: &[u8], hold: bool) {
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    let mut id = [0u8; 20];
+    // SAFETY: `id` lives until the request completes (run waits).
+    let st = unsafe { blk.run(virtio_blk::T_GET_ID, 0, id.as_mut_ptr(), 20) };
+    if st == virtio_blk::S_OK {
+        let n = id.iter().position(|b| *b == 0).unwrap_or(20);
+        say(&[b"blk: id ", &id[..n]]);
+    }
+    let want = cmdline::value(cmdline, b"bytes")
+        .and_then(cmdline::parse_mem)
+        .unwrap_or(1 << 20);
+    let bytes = want.min(blk.sectors * 512) & !511;
+    // SAFETY: DATA is only used by this single-threaded job.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let chunk = &mut buf[..CHECK_CHUNK];
+    let mut off = 0u64;
+    while off < bytes {
+        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+        virtio_blk::fill_pattern(&mut chunk[..n], off);
+        // SAFETY: the chunk stays untouched until `run` returns.
+        let st = unsafe { blk.run(virtio_blk::T_OUT, off / 512, chunk.as_mut_ptr(), n as u32) };
+        if st != virtio_blk::S_OK {
+            status_line(b"write", st, off / 512);
+            return;
+        }
+        off += n as u64;
+    }
+    // SAFETY: a flush carries no data.
+    let st = unsafe { blk.run(virtio_blk::T_FLUSH, 0, core::ptr::null_mut(), 0) };
+    if st != virtio_blk::S_OK {
+        status_line(b"flush", st, 0);
+        return;
+    }
+    if hold {
+        let mut l = Line::new();
+        l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
+        write_com1(l.as_bytes());
+        // Its port polling also makes the VMM write out the console line.
+        idle_until_ctrl_alt_del();
+        return;
+    }
+    off = 0;
+    while off < bytes {
+        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+        chunk[..n].fill(0);
+        // SAFETY: as above.
+        let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, chunk.as_mut_ptr(), n as u32) };
+        if st != virtio_blk::S_OK {
+            status_line(b"read", st, off / 512);
+            return;
+        }
+        if let Some((at, got, wanted)) = virtio_blk::check_pattern(&chunk[..n], off) {
+            let mut l = Line::new();
+            l.bytes(b"blk-check mismatch at byte ")
+                .dec(off + at)
+                .bytes(b": got ")
+                .hex(got)
+                .bytes(b" want ")
+                .hex(wanted)
+                .bytes(b"\n");
+            write_com1(l.as_bytes());
+            return;
+        }
+        off += n as u64;
+    }
+    let mut l = Line::new();
+    l.bytes(b"blk-check ok ").dec(bytes).bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// Print the capacity and the first word of sector 0.
+fn blk_report(blk: &mut Blk, what: &[u8]) -> bool {
+    // SAFETY: DATA is only used by this single-threaded job.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    // SAFETY: the buffer stays untouched until `run` returns.
+    let st = unsafe { blk.run(virtio_blk::T_IN, 0, buf.as_mut_ptr(), 512) };
+    if st != virtio_blk::S_OK {
+        status_line(b"read", st, 0);
+        return false;
+    }
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&buf[..8]);
+    let mut l = Line::new();
+    l.bytes(b"blk-watch: ")
+        .bytes(what)
+        .bytes(b" sectors ")
+        .dec(blk.sectors)
+        .bytes(b" word0 ")
+        .hex(u64::from_le_bytes(w))
+        .bytes(b"\n");
+    write_com1(l.as_bytes());
+    true
+}
+
+/// `kiln.mode=blk-watch`: report the disk, wait for its configuration to
+/// change (a backing-file swap), report it again, power off.
+fn blk_watch(cmdline: &[u8]) {
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    let generation = blk.read_config();
+    if !blk_report(&mut blk, b"before") {
+        return;
+    }
+    while blk.config_generation() == generation {
+        for _ in 0..100_000 {
+            core::hint::spin_loop();
+        }
+    }
+    blk.read_config();
+    blk_report(&mut blk, b"after");
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no memory effects; CR4.TSD is clear, so ring 3 may use it.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// TSC ticks per second, measured against the PIT (channel 2 counting
+/// 65535 ticks of 1.193182 MHz, ~55 ms, watched through port 0x61). Retried
+/// while no PIT answers yet (kiln-vmm creates it just after the vCPUs start).
+fn tsc_hz() -> Option<u64> {
+    for _ in 0..200 {
+        let v = inb(0x61) & !0x03;
+        outb(0x61, v); // gate off, speaker off
+        outb(0x43, 0b1011_0000); // channel 2, lo/hi byte, mode 0
+        outb(0x42, 0xff);
+        outb(0x42, 0xff);
+        let start = rdtsc();
+        outb(0x61, v | 0x01); // gate on: counting starts
+        let mut spins = 0u64;
+        while inb(0x61) & 0x20 == 0 && spins < 100_000 {
+            spins += 1;
+        }
+        let ticks = rdtsc() - start;
+        // A real count takes ~55 ms: anything under 20 ms means no PIT.
+        let hz = ticks * 1_193_182 / 65_535;
+        if spins < 100_000 && ticks > hz / 50 && hz > 100_000_000 && ticks > 2_000_000 {
+            return Some(hz);
+        }
+        for _ in 0..1_000_000 {
+            core::hint::spin_loop();
+        }
+    }
+    None
+}
+
+/// Append `n / 10^digits` with that many decimals.
+fn fixed(l: &mut Line, n: u64, digits: u32) {
+    let scale = 10u64.pow(digits);
+    l.dec(n / scale).bytes(b".");
+    let frac = n % scale;
+    let mut d = scale / 10;
+    while d > 0 {
+        l.dec(frac / d % 10);
+        d /= 10;
+    }
+}
+
+/// `kiln.mode=blk-bench rw=randread|randwrite|read|write bs=… qd=… seconds=…`:
+/// a fio-like engine on the first disk; one line with IOPS, MiB/s and
+/// completion-latency p50/p99.
+fn blk_bench(cmdline: &[u8]) {
+    let args = match bench::parse_args(cmdline) {
+        Ok(a) => a,
+        Err(e) => return say(&[b"blk-bench: ", e]),
+    };
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    if args.rw.writes() && blk.read_only {
+        return say(&[b"blk-bench: the disk is read-only"]);
+    }
+    let Some(hz) = tsc_hz() else {
+        return say(&[b"blk-bench: no PIT to calibrate the TSC against"]);
+    };
+    let bs = args.bs;
+    let qd = args
+        .qd
+        .min(virtio_blk::SLOTS as u64)
+        .min(DATA_BUF as u64 / bs);
+    let blocks = blk.sectors * 512 / bs;
+    if blocks == 0 {
+        return say(&[b"blk-bench: the disk is smaller than one block"]);
+    }
+    let kind = if args.rw.writes() {
+        virtio_blk::T_OUT
+    } else {
+        virtio_blk::T_IN
+    };
+    // SAFETY: DATA is only used by this single-threaded job.
+    let base = unsafe { core::ptr::addr_of_mut!(DATA.0) }.cast::<u8>();
+    let mut rng = Rng::new(rdtsc());
+    let mut hist = Histogram::new();
+    let mut started = [0u64; virtio_blk::SLOTS];
+    let (mut in_flight, mut ios, mut errors, mut next_block) = (0u64, 0u64, 0u64, 0u64);
+    let t0 = rdtsc();
+    let end = t0 + args.seconds * hz;
+    let mut now = t0;
+    loop {
+        let old = blk.avail_index();
+        let mut queued = false;
+        while in_flight < qd && now < end {
+            let Some(slot) = blk.free_slot() else { break };
+            let block = if args.rw.random() {
+                rng.below(blocks)
+            } else {
+                let b = next_block;
+                next_block = (next_block + 1) % blocks;
+                b
+            };
+            // SAFETY: slot < qd (the lowest free slot), so the buffer
+            // slot*bs..+bs is inside DATA and used by this request only.
+            unsafe {
+                blk.queue(
+                    slot,
+                    kind,
+                    block * bs / 512,
+                    base.add(slot * bs as usize),
+                    bs as u32,
+                )
+            };
+            started[slot] = now;
+            in_flight += 1;
+            queued = true;
+        }
+        if queued {
+            blk.kick(old);
+        }
+        now = rdtsc();
+        while let Some((slot, status)) = blk.poll() {
+            hist.add(now.saturating_sub(started[slot]));
+            in_flight -= 1;
+            ios += 1;
+            if status != virtio_blk::S_OK {
+                errors += 1;
+            }
+        }
+        if now >= end && in_flight == 0 {
+            break;
+        }
+    }
+    let elapsed = now.saturating_sub(t0).max(1);
+    let mut l = Line::new();
+    l.bytes(b"blk-bench rw=")
+        .bytes(args.rw.name())
+        .bytes(b" bs=")
+        .dec(bs)
+        .bytes(b" qd=")
+        .dec(qd)
+        .bytes(b" ios=")
+        .dec(ios)
+        .bytes(b" iops=")
+        .dec((u128::from(ios) * u128::from(hz) / u128::from(elapsed)) as u64)
+        .bytes(b" mibps=");
+    fixed(
+        &mut l,
+        ((u128::from(ios * bs) * u128::from(hz) * 100 / u128::from(elapsed)) >> 20) as u64,
+        2,
+    );
+    let us10 = |ticks: u64| (u128::from(ticks) * 10_000_000 / u128::from(hz)) as u64;
+    l.bytes(b" p50_us=");
+    fixed(&mut l, us10(hist.quantile(500)), 1);
+    l.bytes(b" p99_us=");
+    fixed(&mut l, us10(hist.quantile(990)), 1);
+    l.bytes(b" errors=").dec(errors).bytes(b"\n");
+    write_com1(l.as_bytes());
 }
 
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to

@@ -1,16 +1,18 @@
 //! The VM's devices and the port/MMIO dispatch the vCPU threads call on exits.
 //! Devices are few and fixed, so dispatch is a `match` on the address; each
-//! device owns its state behind its own lock.
+//! device owns its state behind its own lock (virtio-mmio slots: one lock per
+//! slot, so a slow or broken device never blocks another).
 
 pub mod boot_timer;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;
 
 use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::layout::{BOOT_TIMER, BOOT_TIMER_PORT};
+use crate::layout::{BOOT_TIMER, BOOT_TIMER_PORT, VIRTIO_MMIO_START};
 use crate::vmm::ExitSignal;
 use boot_timer::BootTimer;
 use i8042::I8042;
@@ -42,6 +44,8 @@ pub struct Devices {
     pub serial: Mutex<Serial>,
     pub i8042: Mutex<I8042>,
     pub boot_timer: BootTimer,
+    /// virtio-mmio slots, in address order from `VIRTIO_MMIO_START`.
+    pub virtio: Vec<Mutex<virtio::mmio::MmioTransport>>,
 }
 
 /// Interrupt lines the devices raise; the builder registers them as irqfds.
@@ -65,6 +69,7 @@ impl Devices {
             serial: Mutex::new(serial::new(serial_evt, console)),
             i8042: Mutex::new(I8042::new(kbd_evt, exit)),
             boot_timer: BootTimer::default(),
+            virtio: Vec::new(),
         };
         Ok((devices, irqs))
     }
@@ -125,13 +130,31 @@ impl Devices {
         }
     }
 
+    /// The virtio-mmio slot at `addr` and the offset inside its window.
+    fn virtio_slot(&self, addr: u64) -> Option<(&Mutex<virtio::mmio::MmioTransport>, u64)> {
+        let rel = addr.checked_sub(VIRTIO_MMIO_START)?;
+        let slot = self.virtio.get((rel / virtio::MMIO_SLOT_SIZE) as usize)?;
+        Some((slot, rel % virtio::MMIO_SLOT_SIZE))
+    }
+
     /// A guest MMIO read; unclaimed addresses read as zero.
-    pub fn mmio_read(&self, _addr: u64, data: &mut [u8]) {
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
         data.fill(0);
+        if let Some((slot, offset)) = self.virtio_slot(addr) {
+            if let Ok(t) = slot.lock() {
+                t.read(offset, data);
+            }
+        }
     }
 
     /// A guest MMIO write.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if let Some((slot, offset)) = self.virtio_slot(addr) {
+            if let Ok(mut t) = slot.lock() {
+                t.write(offset, data);
+            }
+            return;
+        }
         if addr == BOOT_TIMER {
             if let [v] = data {
                 self.boot_timer.write(*v);

@@ -1,0 +1,485 @@
+//! `kiln-bench blk`: block I/O through virtio-blk on a raw file, kiln-vmm
+//! against the host itself (fio, io_uring, O_DIRECT, same file, same
+//! settings) and QEMU microvm (`virtio-blk-device`, `aio=io_uring,cache=none`)
+//! running the same firmware job, in the same run.
+//!
+//! - The file (default 1 GiB) is written in full first, so reads hit real
+//!   blocks, not holes.
+//! - Cases: 4 KiB randread and randwrite at QD1 and QD32, 128 KiB
+//!   sequential read at QD8; each `--runs` times per system, medians reported.
+//! - Guests run `kiln.mode=blk-bench rw=… bs=… qd=… seconds=… kiln.after=idle`
+//!   and print one line (IOPS, MiB/s, p50/p99 completion latency); while the
+//!   guest idles afterwards the VMM's threads' CPU time is read from /proc
+//!   (all threads but the vCPU, which spins polling in the guest), giving VMM
+//!   CPU per I/O; fio reports its own CPU.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+use crate::report::Report;
+use crate::stats::summarize;
+
+#[derive(Args, Debug)]
+pub struct BlkArgs {
+    /// References measured in the same run: `host`, `qemu` or `host,qemu`.
+    #[arg(long, value_delimiter = ',')]
+    pub vs: Vec<String>,
+    /// Runs per case and system (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Size of the test file.
+    #[arg(long, default_value_t = 1024)]
+    pub file_mib: u64,
+    /// Directory for the test file (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// kiln-vmm binary (default: next to kiln-bench).
+    #[arg(long)]
+    pub vmm: Option<PathBuf>,
+    /// Firmware ELF (default: kiln-firmware next to kiln-bench).
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One workload.
+struct Case {
+    name: &'static str,
+    rw: &'static str,
+    bs: u64,
+    qd: u64,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "randread_qd1",
+        rw: "randread",
+        bs: 4096,
+        qd: 1,
+    },
+    Case {
+        name: "randread_qd32",
+        rw: "randread",
+        bs: 4096,
+        qd: 32,
+    },
+    Case {
+        name: "randwrite_qd1",
+        rw: "randwrite",
+        bs: 4096,
+        qd: 1,
+    },
+    Case {
+        name: "randwrite_qd32",
+        rw: "randwrite",
+        bs: 4096,
+        qd: 32,
+    },
+    Case {
+        name: "seqread_128k_qd8",
+        rw: "read",
+        bs: 128 * 1024,
+        qd: 8,
+    },
+];
+
+/// One run's figures.
+#[derive(Default, Clone, Copy)]
+struct Sample {
+    iops: f64,
+    mibps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// CPU µs per I/O of the VMM's non-vCPU threads (fio: fio itself).
+    cpu_us_per_io: f64,
+}
+
+/// The test file and the directory it lives in; removed on drop.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(base: &Path) -> anyhow::Result<Self> {
+        let dir = base.join(format!("kiln-bench-blk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch { dir })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("kiln-bench has no directory"))?;
+    Ok(dir.join(name))
+}
+
+/// Write `mib` MiB of non-zero data and sync it.
+fn make_file(path: &Path, mib: u64) -> anyhow::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    for (i, b) in chunk.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31).wrapping_add(7);
+    }
+    for _ in 0..mib {
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Parse `blk-bench ... iops=N mibps=X p50_us=Y p99_us=Z errors=E`.
+fn parse_line(line: &str) -> anyhow::Result<(Sample, u64, u64)> {
+    let field = |k: &str| -> anyhow::Result<f64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            .ok_or_else(|| anyhow!("no {k} in {line:?}"))?
+            .parse::<f64>()
+            .map_err(|e| anyhow!("bad {k} in {line:?}: {e}"))
+    };
+    Ok((
+        Sample {
+            iops: field("iops")?,
+            mibps: field("mibps")?,
+            p50_us: field("p50_us")?,
+            p99_us: field("p99_us")?,
+            cpu_us_per_io: 0.0,
+        },
+        field("ios")? as u64,
+        field("errors")? as u64,
+    ))
+}
+
+/// CPU seconds (user + system) of `pid`'s threads whose name is not `skip`.
+fn thread_cpu_secs(pid: u32, skip: &dyn Fn(&str) -> bool) -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as f64,
+        _ => 100.0,
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if skip(comm.trim()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            ticks += num(11) + num(12);
+        }
+    }
+    ticks as f64 / hz
+}
+
+/// Run a guest until its blk-bench line, read its VMM's thread CPU, stop it.
+fn run_guest(
+    mut cmd: Command,
+    vcpu_thread: &dyn Fn(&str) -> bool,
+    seconds: u64,
+) -> anyhow::Result<Sample> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("spawning the VMM")?;
+    let result = read_result(&mut child, seconds);
+    let cpu = thread_cpu_secs(child.id(), vcpu_thread);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let (mut s, ios, errors) = result.with_context(|| format!("stderr: {}", stderr.trim()))?;
+    if errors > 0 {
+        bail!("{errors} of {ios} I/Os failed in the guest");
+    }
+    s.cpu_us_per_io = if ios > 0 { cpu * 1e6 / ios as f64 } else { 0.0 };
+    Ok(s)
+}
+
+fn read_result(child: &mut Child, seconds: u64) -> anyhow::Result<(Sample, u64, u64)> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no stdout pipe"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("blk-bench ") {
+                let _ = tx.send(Ok(line));
+                return;
+            }
+            if line.starts_with("blk") || line.contains("error") {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+        }
+        let _ = tx.send(Err(seen));
+    });
+    let timeout = Duration::from_secs(seconds + 60);
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(line)) => parse_line(&line),
+        Ok(Err(seen)) => bail!("the guest ended without a result: {}", seen.trim()),
+        Err(_) => bail!("no result within {timeout:?}"),
+    }
+}
+
+fn guest_cmdline(c: &Case, seconds: u64) -> String {
+    format!(
+        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={seconds} kiln.after=idle",
+        c.rw, c.bs, c.qd
+    )
+}
+
+fn kiln_run(
+    vmm: &Path,
+    fw: &Path,
+    scratch: &Scratch,
+    file: &Path,
+    c: &Case,
+    seconds: u64,
+) -> anyhow::Result<Sample> {
+    let cfg = json!({
+        "vcpus": 1,
+        "memory_mib": 128,
+        "firmware": {"path": fw, "cmdline": guest_cmdline(c, seconds)},
+        "disks": [{"path": file, "direct": true}],
+        "console": {"stdout": true},
+    });
+    let path = scratch.dir.join("vm.json");
+    std::fs::write(&path, cfg.to_string())?;
+    let mut cmd = Command::new(vmm);
+    cmd.arg("--config").arg(&path);
+    run_guest(cmd, &|name| name.starts_with("vcpu"), seconds)
+}
+
+fn qemu_run(fw: &Path, file: &Path, c: &Case, seconds: u64) -> anyhow::Result<Sample> {
+    // microvm's virtio-mmio transports: 512 bytes each from 0xfeb00000, IRQ 5
+    // upwards; the firmware takes the first that holds a block device.
+    let mut append = guest_cmdline(c, seconds);
+    for k in 0..24u64 {
+        append.push_str(&format!(
+            " virtio_mmio.device=512@{:#x}:{}",
+            0xfeb0_0000 + k * 512,
+            5 + k
+        ));
+    }
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-M",
+        "microvm",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host,-arch-capabilities",
+    ])
+    .args([
+        "-m",
+        "128",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+    ])
+    .args(["-serial", "stdio", "-monitor", "none"])
+    .args(["-global", "virtio-mmio.force-legacy=false"])
+    .arg("-drive")
+    .arg(format!(
+        "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
+        file.display()
+    ))
+    .args(["-device", "virtio-blk-device,drive=d0"])
+    .arg("-kernel")
+    .arg(fw)
+    .arg("-append")
+    .arg(append);
+    run_guest(cmd, &|name| name.starts_with("CPU "), seconds)
+}
+
+fn fio_run(file: &Path, c: &Case, seconds: u64) -> anyhow::Result<Sample> {
+    let out = Command::new("fio")
+        .args([
+            "--name=kiln",
+            "--ioengine=io_uring",
+            "--direct=1",
+            "--time_based",
+        ])
+        .arg(format!("--filename={}", file.display()))
+        .arg(format!("--rw={}", c.rw))
+        .arg(format!("--bs={}", c.bs))
+        .arg(format!("--iodepth={}", c.qd))
+        .arg(format!("--runtime={seconds}"))
+        .arg("--output-format=json")
+        .output()
+        .context("running fio (apt-get install fio)")?;
+    if !out.status.success() {
+        bail!(
+            "fio failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).context("fio's JSON")?;
+    let job = &v["jobs"][0];
+    let side = if c.rw.contains("write") {
+        &job["write"]
+    } else {
+        &job["read"]
+    };
+    let iops = side["iops"].as_f64().unwrap_or(0.0);
+    let pct = |p: &str| side["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
+    let ios = side["total_ios"].as_f64().unwrap_or(0.0);
+    let cpu = (job["usr_cpu"].as_f64().unwrap_or(0.0) + job["sys_cpu"].as_f64().unwrap_or(0.0))
+        / 100.0
+        * seconds as f64;
+    Ok(Sample {
+        iops,
+        mibps: side["bw_bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20),
+        p50_us: pct("50.000000"),
+        p99_us: pct("99.000000"),
+        cpu_us_per_io: if ios > 0.0 { cpu * 1e6 / ios } else { 0.0 },
+    })
+}
+
+fn median(samples: &[Sample], f: fn(&Sample) -> f64) -> Value {
+    let v: Vec<f64> = samples.iter().map(f).collect();
+    summarize(&v).map_or(Value::Null, |s| {
+        Value::from((s.median * 100.0).round() / 100.0)
+    })
+}
+
+fn summary(samples: &[Sample]) -> Value {
+    json!({
+        "iops": median(samples, |s| s.iops),
+        "mibps": median(samples, |s| s.mibps),
+        "p50_us": median(samples, |s| s.p50_us),
+        "p99_us": median(samples, |s| s.p99_us),
+        "cpu_us_per_io": median(samples, |s| s.cpu_us_per_io),
+        "runs": samples.len(),
+    })
+}
+
+pub fn run(a: BlkArgs) -> anyhow::Result<()> {
+    let vmm = match a.vmm {
+        Some(p) => p,
+        None => sibling("kiln-vmm")?,
+    };
+    let fw = match a.firmware {
+        Some(p) => p,
+        None => sibling("kiln-firmware")?,
+    };
+    for (what, p) in [("kiln-vmm", &vmm), ("kiln-firmware", &fw)] {
+        if !p.is_file() {
+            bail!(
+                "{what} not found at {} (cargo build --release first)",
+                p.display()
+            );
+        }
+    }
+    for v in &a.vs {
+        if v != "host" && v != "qemu" {
+            bail!("--vs takes host and/or qemu, not {v:?}");
+        }
+    }
+    let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = Scratch::new(&base)?;
+    let file = scratch.dir.join("disk.raw");
+    if !a.json {
+        eprintln!(
+            "writing a {} MiB test file in {} ...",
+            a.file_mib,
+            base.display()
+        );
+    }
+    make_file(&file, a.file_mib)?;
+    let mut report = Report::new("blk", a.runs);
+    let mut systems: Vec<&str> = vec!["kiln"];
+    systems.extend(a.vs.iter().map(String::as_str));
+    let mut per_system: Map<String, Value> = Map::new();
+    let mut iops: std::collections::HashMap<(String, &str), f64> = Default::default();
+    for system in &systems {
+        let mut cases = Map::new();
+        for c in CASES {
+            let mut samples = Vec::new();
+            let mut failure = None;
+            for _ in 0..a.runs {
+                let t0 = Instant::now();
+                let r = match *system {
+                    "kiln" => kiln_run(&vmm, &fw, &scratch, &file, c, a.seconds),
+                    "qemu" => qemu_run(&fw, &file, c, a.seconds),
+                    _ => fio_run(&file, c, a.seconds),
+                };
+                match r {
+                    Ok(s) => samples.push(s),
+                    Err(e) => {
+                        failure = Some(format!("{}: {e:#}", c.name));
+                        break;
+                    }
+                }
+                if !a.json {
+                    eprintln!(
+                        "{system} {} run done in {:.1} s",
+                        c.name,
+                        t0.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            if let Some(why) = failure {
+                report.unavailable(&format!("{system}.{}", c.name), &why);
+                continue;
+            }
+            if let Some(Value::Number(n)) = summary(&samples).get("iops") {
+                iops.insert((system.to_string(), c.name), n.as_f64().unwrap_or(0.0));
+            }
+            cases.insert(c.name.to_string(), summary(&samples));
+        }
+        per_system.insert(system.to_string(), Value::Object(cases));
+    }
+    for (system, v) in per_system {
+        report.result(&system, v);
+    }
+    for reference in ["host", "qemu"] {
+        if !a.vs.iter().any(|v| v == reference) {
+            continue;
+        }
+        for c in CASES {
+            let k = iops
+                .get(&("kiln".to_string(), c.name))
+                .copied()
+                .unwrap_or(0.0);
+            let r = iops
+                .get(&(reference.to_string(), c.name))
+                .copied()
+                .unwrap_or(0.0);
+            report.ratio(&format!("kiln_over_{reference}_{}_iops", c.name), k, r);
+        }
+    }
+    report.print(a.json);
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! The pure parts of `kiln.mode=blk-bench`: its arguments, the random
+//! offsets, and a log-linear latency histogram with percentiles (no
+//! allocation: fixed arrays).
+
+use crate::cmdline;
+
+/// Access pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rw {
+    RandRead,
+    RandWrite,
+    Read,
+    Write,
+}
+
+impl Rw {
+    pub fn name(self) -> &'static [u8] {
+        match self {
+            Rw::RandRead => b"randread",
+            Rw::RandWrite => b"randwrite",
+            Rw::Read => b"read",
+            Rw::Write => b"write",
+        }
+    }
+    pub fn writes(self) -> bool {
+        matches!(self, Rw::RandWrite | Rw::Write)
+    }
+    pub fn random(self) -> bool {
+        matches!(self, Rw::RandRead | Rw::RandWrite)
+    }
+}
+
+/// `rw=… bs=… qd=… seconds=…` with fio-like defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchArgs {
+    pub rw: Rw,
+    pub bs: u64,
+    pub qd: u64,
+    pub seconds: u64,
+}
+
+/// Parse the arguments; the error names the bad one.
+pub fn parse_args(cmdline: &[u8]) -> Result<BenchArgs, &'static [u8]> {
+    let rw = match cmdline::value(cmdline, b"rw").unwrap_or(b"randread") {
+        b"randread" => Rw::RandRead,
+        b"randwrite" => Rw::RandWrite,
+        b"read" => Rw::Read,
+        b"write" => Rw::Write,
+        _ => return Err(b"rw must be randread, randwrite, read or write"),
+    };
+    let num = |key: &[u8], default: u64| -> Option<u64> {
+        match cmdline::value(cmdline, key) {
+            Some(v) => cmdline::parse_mem(v),
+            None => Some(default),
+        }
+    };
+    let bs = num(b"bs", 4096).ok_or(b"bad bs".as_slice())?;
+    let qd = num(b"qd", 1).ok_or(b"bad qd".as_slice())?;
+    let seconds = num(b"seconds", 5).ok_or(b"bad seconds".as_slice())?;
+    if bs == 0 || bs % 512 != 0 || bs > 1 << 20 {
+        return Err(b"bs must be a multiple of 512 up to 1M");
+    }
+    if qd == 0 {
+        return Err(b"qd must be at least 1");
+    }
+    Ok(BenchArgs {
+        rw,
+        bs,
+        qd,
+        seconds,
+    })
+}
+
+/// xorshift64*: cheap, good enough to spread offsets.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform-ish in 0..n (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Sub-buckets per power of two (≈3 % resolution).
+const SUB: usize = 32;
+const BUCKETS: usize = 64 * SUB;
+
+/// Latency histogram over u64 values (nanoseconds, ticks…).
+pub struct Histogram {
+    counts: [u32; BUCKETS],
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    pub const fn new() -> Self {
+        Histogram {
+            counts: [0; BUCKETS],
+            total: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < SUB as u64 {
+            return v as usize;
+        }
+        let log = 63 - v.leading_zeros() as usize; // >= 5
+        let shift = log - 5;
+        let sub = ((v >> shift) as usize) & (SUB - 1);
+        (shift + 1) * SUB + sub
+    }
+
+    /// The smallest value of bucket `i` (inverse of `index`).
+    fn value(i: usize) -> u64 {
+        if i < SUB {
+            return i as u64;
+        }
+        let shift = i / SUB - 1;
+        ((SUB + i % SUB) as u64) << shift
+    }
+
+    pub fn add(&mut self, v: u64) {
+        if let Some(c) = self.counts.get_mut(Self::index(v)) {
+            *c = c.saturating_add(1);
+        }
+        self.total += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The value at quantile `per_mille`/1000 (0 when empty).
+    pub fn quantile(&self, per_mille: u64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = (self.total * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += u64::from(*c);
+            if seen >= rank {
+                return Self::value(i);
+            }
+        }
+        Self::value(BUCKETS - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_with_defaults_and_errors() {
+        let a = parse_args(b"kiln.mode=blk-bench rw=randwrite bs=4K qd=32 seconds=3").unwrap();
+        assert_eq!(
+            a,
+            BenchArgs {
+                rw: Rw::RandWrite,
+                bs: 4096,
+                qd: 32,
+                seconds: 3
+            }
+        );
+        let d = parse_args(b"").unwrap();
+        assert_eq!((d.rw, d.bs, d.qd, d.seconds), (Rw::RandRead, 4096, 1, 5));
+        assert!(parse_args(b"rw=trim").is_err());
+        assert!(parse_args(b"bs=100").is_err());
+        assert!(parse_args(b"qd=0").is_err());
+    }
+
+    #[test]
+    fn quantiles_are_within_bucket_resolution() {
+        let mut h = Histogram::new();
+        for v in 1..=10_000u64 {
+            h.add(v * 1000);
+        }
+        let p50 = h.quantile(500) as f64;
+        let p99 = h.quantile(990) as f64;
+        assert!((p50 / 5_000_000.0 - 1.0).abs() < 0.04, "{p50}");
+        assert!((p99 / 9_900_000.0 - 1.0).abs() < 0.04, "{p99}");
+        assert_eq!(Histogram::new().quantile(500), 0);
+        for v in [0u64, 1, 31, 32, 33, 1 << 40, u64::MAX] {
+            let i = Histogram::index(v);
+            assert!(Histogram::value(i) <= v, "{v}");
+        }
+    }
+
+    #[test]
+    fn random_offsets_stay_in_range() {
+        let mut r = Rng::new(7);
+        assert!((0..10_000).all(|_| r.below(1000) < 1000));
+    }
+}

@@ -1,0 +1,143 @@
+//! Shared by the virtio integration tests: run the real kiln-vmm with the
+//! real firmware ELF on /dev/kvm, watch its console, talk to its socket.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const VMM: &str = env!("CARGO_BIN_EXE_kiln-vmm");
+
+/// Whether /dev/kvm can be opened; says why not when it cannot.
+pub fn kvm_available() -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipping: /dev/kvm is not usable here ({e})");
+            false
+        }
+    }
+}
+
+/// target/<profile>/kiln-firmware, next to the directory this test runs from.
+pub fn firmware() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let fw = profile_dir.join("kiln-firmware");
+    assert!(
+        fw.is_file(),
+        "{} is missing: build it first with `cargo build --release -p kiln-firmware`",
+        fw.display()
+    );
+    fw
+}
+
+/// A guest in its own temporary directory.
+pub struct Guest {
+    pub dir: tempfile::TempDir,
+}
+
+impl Guest {
+    pub fn new() -> Self {
+        Guest {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn sock(&self) -> PathBuf {
+        self.path("control.sock")
+    }
+    /// A file of `len` bytes, each `byte`.
+    pub fn disk(&self, name: &str, len: usize, byte: u8) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, vec![byte; len]).unwrap();
+        p
+    }
+    /// Start kiln-vmm running the firmware with `cmdline` and `disks`.
+    pub fn spawn(&self, cmdline: &str, disks: Value) -> Child {
+        let c = json!({
+            "vcpus": 1,
+            "memory_mib": 64,
+            "firmware": {"path": firmware(), "cmdline": cmdline},
+            "disks": disks,
+            "console": {"log": self.path("console.log")},
+            "control_socket": self.sock(),
+        });
+        let cfg = self.path("vm.json");
+        std::fs::write(&cfg, c.to_string()).unwrap();
+        Command::new(VMM)
+            .arg("--config")
+            .arg(cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.path("console.log")).unwrap_or_default()
+    }
+    /// Wait until the console contains `text` (panics with the console if
+    /// kiln-vmm exits first or nothing comes within 30 s).
+    pub fn wait_console(&self, child: &mut Child, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.console().contains(text) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "kiln-vmm exited ({status}) before printing {text:?}; console:\n{}",
+                    self.console()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("no {text:?} on the console:\n{}", self.console());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Wait for kiln-vmm to exit (killing it after 30 s).
+pub fn finish(mut child: Child) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kiln-vmm did not exit; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// One request on the control socket, its answer.
+pub fn ask(sock: &Path, req: Value) -> Value {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// Wait for the control socket to accept connections.
+pub fn wait_socket(sock: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(sock).is_err() {
+        assert!(Instant::now() < deadline, "control socket never came up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
