@@ -7,126 +7,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const VMM: &str = env!("CARGO_BIN_EXE_kiln-vmm");
-
-fn kvm_available() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipping: /dev/kvm is not usable here ({e})");
-            false
-        }
-    }
-}
-
-/// target/<profile>/kiln-firmware, next to the directory this test runs from.
-fn firmware() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let fw = profile_dir.join("kiln-firmware");
-    assert!(
-        fw.is_file(),
-        "{} is missing: build it first with `cargo build -p kiln-firmware{}`",
-        fw.display(),
-        if profile_dir.ends_with("release") {
-            " --release"
-        } else {
-            ""
-        }
-    );
-    fw
-}
-
-struct Guest {
-    dir: tempfile::TempDir,
-}
-
-impl Guest {
-    fn new() -> Self {
-        Guest {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("console.log")
-    }
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("control.sock")
-    }
-    fn config(&self, extra: Value) -> PathBuf {
-        let mut c = json!({
-            "vcpus": 1,
-            "memory_mib": 64,
-            "firmware": {"path": firmware(), "cmdline": "kiln.mode=probe"},
-            "console": {"log": self.log()},
-            "control_socket": self.sock(),
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        let path = self.dir.path().join("vm.json");
-        std::fs::write(&path, c.to_string()).unwrap();
-        path
-    }
-    fn spawn(&self, extra: Value) -> Child {
-        let cfg = self.config(extra);
-        Command::new(VMM)
-            .arg("--config")
-            .arg(cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-    fn console(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
-    }
-    /// Wait until the console log contains `text`.
-    fn wait_console(&self, child: &mut Child, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.console().contains(text) {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "kiln-vmm exited ({status}) before printing {text:?}; console: {}",
-                    self.console()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} on the console: {}",
-                self.console()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-/// Wait for the process with a generous bound; kill it if it hangs.
-fn finish(mut child: Child) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "kiln-vmm did not exit; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
-}
+mod support;
+use support::{finish, firmware, kvm_available, Guest, VMM};
 
 struct Control {
     reader: BufReader<UnixStream>,
@@ -154,7 +42,7 @@ impl Control {
 
 fn probe(extra: Value) -> (Guest, Output) {
     let g = Guest::new();
-    let child = g.spawn(extra);
+    let child = g.spawn_with(extra);
     let out = finish(child);
     (g, out)
 }
@@ -238,7 +126,7 @@ fn shutdown_through_the_control_socket_is_clean() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     let mut c = Control::connect(&g.sock());
     assert_eq!(c.ask(json!({"action": "state"}))["state"], "running");
@@ -262,7 +150,7 @@ fn shutdown_of_a_deaf_guest_is_forced_after_the_timeout() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=hang"}}));
+    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=hang"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     let mut c = Control::connect(&g.sock());
     assert_eq!(
@@ -282,7 +170,7 @@ fn pause_stops_the_vcpus_and_resume_restarts_them() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn(json!({
+    let mut child = g.spawn_with(json!({
         "vcpus": 2,
         "firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}
     }));
@@ -329,7 +217,7 @@ fn metrics_report_the_boot_timer_exits_and_memory() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     let mut c = Control::connect(&g.sock());
     // The boot-timer write follows the booted line; wait for it to land.
@@ -368,7 +256,7 @@ fn sigterm_stops_the_vm_and_removes_the_socket() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     assert!(g.sock().exists());
     // SAFETY: kill(2) on our own child's pid.

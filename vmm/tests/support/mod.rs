@@ -63,28 +63,45 @@ impl Guest {
         std::fs::write(&p, vec![byte; len]).unwrap();
         p
     }
-    /// Start kiln-vmm running the firmware with `cmdline` and `disks`.
-    pub fn spawn(&self, cmdline: &str, disks: Value) -> Child {
-        let c = json!({
+    pub fn log(&self) -> PathBuf {
+        self.path("console.log")
+    }
+    /// Write vm.json: one vCPU, 64 MiB, the firmware in probe mode, a console
+    /// log and a control socket, with `extra`'s top-level keys replacing those.
+    pub fn config(&self, extra: Value) -> PathBuf {
+        let mut c = json!({
             "vcpus": 1,
             "memory_mib": 64,
-            "firmware": {"path": firmware(), "cmdline": cmdline},
-            "disks": disks,
-            "console": {"log": self.path("console.log")},
+            "firmware": {"path": firmware(), "cmdline": "kiln.mode=probe"},
+            "console": {"log": self.log()},
             "control_socket": self.sock(),
         });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
         let cfg = self.path("vm.json");
         std::fs::write(&cfg, c.to_string()).unwrap();
+        cfg
+    }
+    /// Start kiln-vmm with [`Guest::config`]`(extra)`.
+    pub fn spawn_with(&self, extra: Value) -> Child {
         Command::new(VMM)
             .arg("--config")
-            .arg(cfg)
+            .arg(self.config(extra))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     }
+    /// Start kiln-vmm running the firmware with `cmdline` and `disks`.
+    pub fn spawn(&self, cmdline: &str, disks: Value) -> Child {
+        self.spawn_with(json!({
+            "firmware": {"path": firmware(), "cmdline": cmdline},
+            "disks": disks,
+        }))
+    }
     pub fn console(&self) -> String {
-        std::fs::read_to_string(self.path("console.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log()).unwrap_or_default()
     }
     /// Wait until the console contains `text` (panics with the console if
     /// kiln-vmm exits first or nothing comes within 30 s).
