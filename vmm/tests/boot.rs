@@ -126,7 +126,8 @@ fn shutdown_through_the_control_socket_is_clean() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    let mut child =
+        g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     let mut c = Control::connect(&g.sock());
     assert_eq!(c.ask(json!({"action": "state"}))["state"], "running");
@@ -150,7 +151,8 @@ fn shutdown_of_a_deaf_guest_is_forced_after_the_timeout() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=hang"}}));
+    let mut child =
+        g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=hang"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     let mut c = Control::connect(&g.sock());
     assert_eq!(
@@ -217,7 +219,8 @@ fn metrics_report_the_boot_timer_exits_and_memory() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    let mut child =
+        g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     let mut c = Control::connect(&g.sock());
     // The boot-timer write follows the booted line; wait for it to land.
@@ -256,7 +259,8 @@ fn sigterm_stops_the_vm_and_removes_the_socket() {
         return;
     }
     let g = Guest::new();
-    let mut child = g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
+    let mut child =
+        g.spawn_with(json!({"firmware": {"path": firmware(), "cmdline": "kiln.mode=idle"}}));
     g.wait_console(&mut child, "kiln-firmware: booted\n");
     assert!(g.sock().exists());
     // SAFETY: kill(2) on our own child's pid.
