@@ -165,7 +165,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// Issue a project-scoped token for the cloud's admin; returns (token, project id).
-async fn issue_token(addr: &str, cloud: &Cloud) -> anyhow::Result<(String, String)> {
+pub(crate) async fn issue_token(addr: &str, cloud: &Cloud) -> anyhow::Result<(String, String)> {
     let body = json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": cloud.env("OS_USERNAME")?,

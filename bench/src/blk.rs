@@ -23,6 +23,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use crate::report::Report;
+use crate::scratch::Scratch;
 use crate::stats::summarize;
 
 #[derive(Args, Debug)]
@@ -103,33 +104,6 @@ struct Sample {
     p99_us: f64,
     /// CPU µs per I/O of the VMM's non-vCPU threads (fio: fio itself).
     cpu_us_per_io: f64,
-}
-
-/// The test file and the directory it lives in; removed on drop.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(base: &Path) -> anyhow::Result<Self> {
-        let dir = base.join(format!("kiln-bench-blk-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch { dir })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow!("kiln-bench has no directory"))?;
-    Ok(dir.join(name))
 }
 
 /// Write `mib` MiB of non-zero data and sync it.
@@ -388,11 +362,11 @@ fn summary(samples: &[Sample]) -> Value {
 pub fn run(a: BlkArgs) -> anyhow::Result<()> {
     let vmm = match a.vmm {
         Some(p) => p,
-        None => sibling("kiln-vmm")?,
+        None => crate::cloud::sibling_binary("kiln-vmm")?,
     };
     let fw = match a.firmware {
         Some(p) => p,
-        None => sibling("kiln-firmware")?,
+        None => crate::cloud::sibling_binary("kiln-firmware")?,
     };
     for (what, p) in [("kiln-vmm", &vmm), ("kiln-firmware", &fw)] {
         if !p.is_file() {
@@ -408,7 +382,7 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
         }
     }
     let base = a.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let scratch = Scratch::new(&base)?;
+    let scratch = Scratch::new(&base, "blk")?;
     let file = scratch.dir.join("disk.raw");
     if !a.json {
         eprintln!(

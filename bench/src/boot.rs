@@ -23,6 +23,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::report::Report;
+use crate::scratch::Scratch;
 use crate::stats::summarize;
 
 const BOOTED: &str = "kiln-firmware: booted";
@@ -58,33 +59,6 @@ pub struct BootArgs {
 struct Boot {
     ms: f64,
     timer_us: Option<f64>,
-}
-
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow!("kiln-bench has no directory"))?;
-    Ok(dir.join(name))
-}
-
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> anyhow::Result<Self> {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-bench-boot-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Scratch { dir })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Write a kiln-vmm config for `mode` into `scratch`; returns its path.
@@ -160,7 +134,7 @@ struct Setup {
 }
 
 fn kiln_boot(a: &Setup, tag: &str) -> anyhow::Result<Boot> {
-    let scratch = Scratch::new(tag)?;
+    let scratch = Scratch::new(&std::env::temp_dir(), &format!("boot-{tag}"))?;
     let cfg = kiln_config(a, &scratch, "probe", false)?;
     let mut cmd = Command::new(&a.vmm);
     cmd.arg("--config")
@@ -225,7 +199,7 @@ fn qemu_boot(a: &Setup) -> anyhow::Result<Boot> {
 
 /// Boot an idle guest, read its metrics over the control socket, shut it down.
 fn kiln_overhead(a: &Setup, tag: &str) -> anyhow::Result<Value> {
-    let scratch = Scratch::new(tag)?;
+    let scratch = Scratch::new(&std::env::temp_dir(), &format!("boot-{tag}"))?;
     let cfg = kiln_config(a, &scratch, "idle", true)?;
     let mut child = Command::new(&a.vmm)
         .arg("--config")
@@ -302,11 +276,11 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
     let setup = Setup {
         vmm: match args.vmm {
             Some(p) => p,
-            None => sibling("kiln-vmm")?,
+            None => crate::cloud::sibling_binary("kiln-vmm")?,
         },
         firmware: match args.firmware {
             Some(p) => p,
-            None => sibling("kiln-firmware")?,
+            None => crate::cloud::sibling_binary("kiln-firmware")?,
         },
         memory_mib: args.memory_mib,
     };

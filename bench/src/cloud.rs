@@ -89,6 +89,11 @@ impl Cloud {
         })
     }
 
+    /// The data dir of a cloud this bench started.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.scratch.as_deref()
+    }
+
     pub fn env(&self, key: &str) -> anyhow::Result<&str> {
         self.openrc
             .get(key)

@@ -1,11 +1,14 @@
 //! kiln-bench: side-by-side benchmarks. Every figure is reported with a
 //! reference measured in the same run (see DESIGN.md, "Benchmark output").
 
+mod api;
 mod auth;
 mod blk;
 mod boot;
 mod cloud;
+mod http;
 mod report;
+mod scratch;
 mod sg;
 mod stats;
 
@@ -23,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Compute API at fleet scale: create→ACTIVE with simulated nodes, servers/s, list 10,000, over-commit audit.
+    Api(api::ApiArgs),
     /// Token validation and an authenticated GET against the unauthenticated version document.
     Auth(auth::AuthArgs),
     /// virtio-blk on a raw file: 4 KiB randread/randwrite at QD1/QD32 and 128 KiB sequential read, vs fio on the host and QEMU microvm (--vs host,qemu).
@@ -36,6 +41,7 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Api(a) => api::run(a),
         Cmd::Auth(a) => auth::run(a),
         Cmd::Blk(a) => blk::run(a),
         Cmd::Boot(a) => boot::run(a),
