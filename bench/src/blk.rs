@@ -23,7 +23,7 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 
 use crate::report::Report;
-use crate::scratch::Scratch;
+use crate::scratch::{GuestBinaries, Scratch};
 use crate::stats::summarize;
 
 #[derive(Args, Debug)]
@@ -43,12 +43,8 @@ pub struct BlkArgs {
     /// Directory for the test file (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// kiln-vmm binary (default: next to kiln-bench).
-    #[arg(long)]
-    pub vmm: Option<PathBuf>,
-    /// Firmware ELF (default: kiln-firmware next to kiln-bench).
-    #[arg(long)]
-    pub firmware: Option<PathBuf>,
+    #[command(flatten)]
+    pub binaries: GuestBinaries,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -360,22 +356,7 @@ fn summary(samples: &[Sample]) -> Value {
 }
 
 pub fn run(a: BlkArgs) -> anyhow::Result<()> {
-    let vmm = match a.vmm {
-        Some(p) => p,
-        None => crate::cloud::sibling_binary("kiln-vmm")?,
-    };
-    let fw = match a.firmware {
-        Some(p) => p,
-        None => crate::cloud::sibling_binary("kiln-firmware")?,
-    };
-    for (what, p) in [("kiln-vmm", &vmm), ("kiln-firmware", &fw)] {
-        if !p.is_file() {
-            bail!(
-                "{what} not found at {} (cargo build --release first)",
-                p.display()
-            );
-        }
-    }
+    let (vmm, fw) = a.binaries.resolve()?;
     for v in &a.vs {
         if v != "host" && v != "qemu" {
             bail!("--vs takes host and/or qemu, not {v:?}");

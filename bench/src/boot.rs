@@ -23,7 +23,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::report::Report;
-use crate::scratch::Scratch;
+use crate::scratch::{GuestBinaries, Scratch};
 use crate::stats::summarize;
 
 const BOOTED: &str = "kiln-firmware: booted";
@@ -44,12 +44,8 @@ pub struct BootArgs {
     /// Guest memory for every system.
     #[arg(long, default_value_t = 128)]
     pub memory_mib: u64,
-    /// kiln-vmm binary (default: next to kiln-bench).
-    #[arg(long)]
-    pub vmm: Option<PathBuf>,
-    /// Firmware ELF (default: kiln-firmware next to kiln-bench).
-    #[arg(long)]
-    pub firmware: Option<PathBuf>,
+    #[command(flatten)]
+    pub binaries: GuestBinaries,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -273,25 +269,12 @@ fn summary_json(samples: &[f64]) -> Value {
 }
 
 pub fn run(args: BootArgs) -> anyhow::Result<()> {
+    let (vmm, firmware) = args.binaries.resolve()?;
     let setup = Setup {
-        vmm: match args.vmm {
-            Some(p) => p,
-            None => crate::cloud::sibling_binary("kiln-vmm")?,
-        },
-        firmware: match args.firmware {
-            Some(p) => p,
-            None => crate::cloud::sibling_binary("kiln-firmware")?,
-        },
+        vmm,
+        firmware,
         memory_mib: args.memory_mib,
     };
-    for (what, p) in [("kiln-vmm", &setup.vmm), ("kiln-firmware", &setup.firmware)] {
-        if !p.is_file() {
-            bail!(
-                "{what} not found at {} (build the workspace: cargo build --release)",
-                p.display()
-            );
-        }
-    }
     if !Path::new("/dev/kvm").exists() {
         bail!("/dev/kvm is missing: kiln-bench boot needs KVM");
     }

@@ -23,3 +23,29 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The guest side of the VM benchmarks: which kiln-vmm and firmware to run.
+#[derive(clap::Args, Debug)]
+pub struct GuestBinaries {
+    /// kiln-vmm binary (default: next to kiln-bench).
+    #[arg(long)]
+    pub vmm: Option<PathBuf>,
+    /// Firmware ELF (default: kiln-firmware next to kiln-bench).
+    #[arg(long)]
+    pub firmware: Option<PathBuf>,
+}
+
+impl GuestBinaries {
+    /// (kiln-vmm, firmware), each checked to exist.
+    pub fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let pick = |given: &Option<PathBuf>, name: &str| match given {
+            Some(p) if p.is_file() => Ok(p.clone()),
+            Some(p) => Err(anyhow::anyhow!("{name} not found at {}", p.display())),
+            None => crate::cloud::sibling_binary(name),
+        };
+        Ok((
+            pick(&self.vmm, "kiln-vmm")?,
+            pick(&self.firmware, "kiln-firmware")?,
+        ))
+    }
+}
