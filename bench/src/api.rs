@@ -120,9 +120,7 @@ fn start_fleet(cloud: &Cloud, count: usize) -> anyhow::Result<Fleet> {
     let child = Command::new(sibling_binary("kiln-node")?)
         .arg("serve")
         .args(["--controller", &format!("http://{}", cloud.addr)])
-        .arg("--data-dir")
-        .arg(data_dir.join("fleet"))
-        .arg("--node-secret-file")
+        .arg("--secret-file")
         .arg(data_dir.join("node-secret"))
         .args([
             "--driver",
@@ -132,7 +130,7 @@ fn start_fleet(cloud: &Cloud, count: usize) -> anyhow::Result<Fleet> {
             "--listen",
             "127.0.0.1:0",
         ])
-        .args(["--count", &count.to_string()])
+        .args(["--prefix", "fleet", "--count", &count.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
