@@ -183,9 +183,34 @@ fn vmlinux(cache: &Path, bzimage: &Path) -> PathBuf {
 /// the first seen here ("f3 48 0f b8" at the emulation failure). The guest
 /// still saw popcnt with it masked here, so the command line also carries
 /// `clearcpuid=` for the same features (Linux then does not patch them in).
+/// The SIMD extensions (sse3 and up, pclmulqdq, aes) are hidden so Linux picks
+/// its generic crypto code: its SSSE3 ChaCha (`movd %ecx,%xmm15`, "66 44 0f 6e
+/// f9") was the emulation failure after `ldmxcsr` was handled.
 const CPUID_MASK: &[&str] = &[
-    "cx16", "xsave", "osxsave", "avx", "avx2", "avx512f", "xsaveopt", "xsavec", "xgetbv1",
-    "xsaves", "popcnt", "movbe", "abm", "bmi1", "bmi2", "adx", "fma", "f16c",
+    "cx16",
+    "xsave",
+    "osxsave",
+    "avx",
+    "avx2",
+    "avx512f",
+    "xsaveopt",
+    "xsavec",
+    "xgetbv1",
+    "xsaves",
+    "popcnt",
+    "movbe",
+    "abm",
+    "bmi1",
+    "bmi2",
+    "adx",
+    "fma",
+    "f16c",
+    "sse3",
+    "ssse3",
+    "sse4_1",
+    "sse4_2",
+    "pclmulqdq",
+    "aes",
 ];
 
 const INIT: &str = "#!/bin/busybox sh
@@ -307,7 +332,9 @@ fn debian_cloud_kernel_boots_to_init() {
         "console=ttyS0 earlyprintk=serial,ttyS0 noxsave nokaslr reboot=k panic=-1 \
          tsc=reliable no_timer_check mitigations=off nopti i8042.noaux \
          clearcpuid=cx16,popcnt,movbe,abm,bmi1,bmi2,adx,fma,f16c,avx,avx2,avx512f,\
-         smap,smep,fsgsbase,pcid,invpcid,pku,rdpid nofsgsbase \
+         smap,smep,fsgsbase,pcid,invpcid,pku,rdpid,pni,ssse3,sse4_1,sse4_2,pclmulqdq,\
+         aes,sha_ni,gfni,vaes,vpclmulqdq nofsgsbase cryptomgr.notests nowatchdog \
+         nosoftlockup sysctl.kernel.hung_task_timeout_secs=0 \
          rdinit=/init",
     );
     if let Some(lpj) = lpj() {
