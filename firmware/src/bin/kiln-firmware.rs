@@ -9,7 +9,10 @@ use core::arch::{asm, global_asm};
 use kiln_firmware::bench::{self, Histogram, Rng};
 use kiln_firmware::cmdline;
 use kiln_firmware::line::Line;
+use kiln_firmware::net_echo::{self, Me};
 use kiln_firmware::virtio_blk::{self, Blk};
+use kiln_firmware::virtio_mmio::InitError;
+use kiln_firmware::virtio_net::Net;
 
 global_asm!(include_str!("../entry.S"), options(att_syntax));
 
@@ -57,6 +60,7 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
         b"blk-write-hold" => blk_check(cmdline, true),
         b"blk-watch" => blk_watch(cmdline),
         b"blk-bench" => blk_bench(cmdline),
+        b"net-echo" => net_echo(cmdline),
         b"idle" => idle_until_ctrl_alt_del(),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
@@ -205,7 +209,7 @@ fn open_blk(cmdline: &[u8]) -> Option<Blk> {
                 write_com1(l.as_bytes());
                 return Some(b);
             }
-            Err(virtio_blk::InitError::NotBlock) => continue,
+            Err(virtio_blk::InitError::WrongType) => continue,
             Err(e) => {
                 say(&[b"blk: cannot set up the device: ", e.text()]);
                 return None;
@@ -509,6 +513,110 @@ fn blk_bench(cmdline: &[u8]) {
     write_com1(l.as_bytes());
 }
 
+/// The first virtio-net device among the command line's virtio-mmio slots, set up.
+fn open_net(cmdline: &[u8]) -> Option<Net> {
+    for dev in cmdline::virtio_mmio_devices(cmdline) {
+        // SAFETY: the slot is an MMIO window in the identity map, and this is
+        // the only driver instance (a failed init leaves nothing behind).
+        match unsafe { Net::init(dev.addr as usize) } {
+            Ok(n) => return Some(n),
+            Err(InitError::WrongType) => continue,
+            Err(e) => {
+                say(&[b"net: cannot set up the device: ", e.text()]);
+                return None;
+            }
+        }
+    }
+    say(&[b"net: no virtio-net device among the virtio-mmio slots"]);
+    None
+}
+
+fn hex_byte(l: &mut Line, b: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    l.bytes(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+}
+
+/// `kiln.mode=net-echo ip=A/N [gw=G] [tcp=P,…]`: answer ARP for A, ICMP
+/// echo, echo UDP datagrams to their sender, SYN-ACK TCP SYNs to the listed
+/// ports and RST the others, until Ctrl-Alt-Del.
+fn net_echo(cmdline: &[u8]) {
+    let Some((ip, prefix)) = cmdline::value(cmdline, b"ip").and_then(net_echo::parse_ipv4) else {
+        return say(&[b"net-echo: ip=A.B.C.D/N is required"]);
+    };
+    if let Some(gw) = cmdline::value(cmdline, b"gw") {
+        // Answers go to the sender's MAC, so the gateway is only checked.
+        if net_echo::parse_ipv4(gw).is_none() {
+            return say(&[b"net-echo: bad gw="]);
+        }
+    }
+    let Some(mut net) = open_net(cmdline) else {
+        return;
+    };
+    let mut me = Me {
+        mac: net.mac,
+        ip,
+        tcp_ports: [0; net_echo::MAX_TCP_PORTS],
+        n_tcp_ports: 0,
+    };
+    if let Some(ports) = cmdline::value(cmdline, b"tcp") {
+        if !net_echo::parse_ports(ports, &mut me) {
+            return say(&[b"net-echo: bad tcp= port list"]);
+        }
+    }
+    let mut l = Line::new();
+    l.bytes(b"net-echo ready ");
+    for (i, o) in ip.iter().enumerate() {
+        if i > 0 {
+            l.bytes(b".");
+        }
+        l.dec(u64::from(*o));
+    }
+    l.bytes(b"/").dec(u64::from(prefix)).bytes(b" ");
+    for (i, b) in me.mac.iter().enumerate() {
+        if i > 0 {
+            l.bytes(b":");
+        }
+        hex_byte(&mut l, *b);
+    }
+    l.bytes(b"\n");
+    write_com1(l.as_bytes());
+    let mut idle = 0u64;
+    let mut seen_del = false;
+    loop {
+        let n = net.receive(|net, frame| {
+            net.send_with(|out| net_echo::answer(&me, frame, out));
+        });
+        if n > 0 {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        core::hint::spin_loop();
+        // Look at the keyboard now and then (each look is a VM exit).
+        if idle.is_multiple_of(200_000) && ctrl_alt_del(&mut seen_del) {
+            let mut l = Line::new();
+            l.bytes(b"net-echo: received ")
+                .dec(net.received)
+                .bytes(b" sent ")
+                .dec(net.sent)
+                .bytes(b"\n");
+            write_com1(l.as_bytes());
+            return;
+        }
+    }
+}
+
+/// Drain the i8042 output buffer; true once a Delete make code was seen.
+fn ctrl_alt_del(seen_del: &mut bool) -> bool {
+    while inb(0x64) & 1 != 0 {
+        // Scancode set 1: Delete make code is E0 53.
+        if inb(0x60) == 0x53 {
+            *seen_del = true;
+        }
+    }
+    *seen_del
+}
+
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to
 /// shut down), polling the controller's status port with a pause between polls.
 fn idle_until_ctrl_alt_del() {
@@ -517,13 +625,7 @@ fn idle_until_ctrl_alt_del() {
         for _ in 0..20_000 {
             core::hint::spin_loop();
         }
-        while inb(0x64) & 1 != 0 {
-            // Scancode set 1: Delete make code is E0 53.
-            if inb(0x60) == 0x53 {
-                seen_del = true;
-            }
-        }
-        if seen_del {
+        if ctrl_alt_del(&mut seen_del) {
             write_com1(b"kiln-firmware: ctrl-alt-del, powering off\n");
             return;
         }
