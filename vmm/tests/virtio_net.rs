@@ -12,8 +12,14 @@ use std::os::unix::io::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use kiln_vmm::config::NicConfig;
+use kiln_vmm::devices::virtio::mmio::*;
+use kiln_vmm::devices::virtio::net::Net;
+use kiln_vmm::devices::virtio::STATUS_NEEDS_RESET;
 use serde_json::json;
 use support::{ask, finish, firmware, kvm_available, wait_socket, Guest, VMM};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 /// A network namespace of this test, deleted on drop.
 struct Netns {
@@ -38,6 +44,17 @@ impl Netns {
         }
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
+        // No IPv6 chatter (router solicitations, MLD) on the TAP: the only
+        // frames the guest sees are the answers to what the test sends.
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sysctl", "-q", "-w"])
+            .args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sysctl: {out:?}");
         Some(ns)
     }
 
@@ -204,4 +221,229 @@ fn a_missing_tap_name_or_bad_mac_is_refused_before_boot() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{err}");
     }
+}
+
+/// Guest memory layout of the hostile-driver test: per queue a descriptor
+/// table, avail and used ring; buffers above.
+const MEM: u64 = 1 << 20;
+const RING: [(u64, u64, u64); 2] = [(0x1000, 0x2000, 0x3000), (0x4000, 0x5000, 0x6000)];
+const BUFS: u64 = 0x10000;
+const NEXT: u16 = 1;
+const WRITE: u16 = 2;
+const QSIZE: u16 = 16;
+
+/// The test as the virtio-net driver, through the real transport (no KVM).
+struct NetDriver {
+    t: MmioTransport,
+    mem: GuestMemoryMmap<()>,
+    avail: [u16; 2],
+}
+
+impl NetDriver {
+    fn new(tap: &str) -> Self {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+        let cfg = NicConfig {
+            tap: tap.into(),
+            mac: Some("52:54:00:00:00:02".into()),
+            id: None,
+        };
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let t = MmioTransport::new(Box::new(Net::new(&cfg, 0).unwrap()), mem.clone(), irq).unwrap();
+        let mut d = NetDriver {
+            t,
+            mem,
+            avail: [0; 2],
+        };
+        d.setup();
+        d
+    }
+
+    fn w(&mut self, reg: u64, v: u32) {
+        self.t.write(reg, &v.to_le_bytes());
+    }
+
+    fn r(&self, reg: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.t.read(reg, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn setup(&mut self) {
+        self.w(REG_STATUS, 0);
+        self.mem
+            .write_slice(&[0u8; 0x6000], GuestAddress(0x1000))
+            .unwrap();
+        self.avail = [0; 2];
+        self.w(REG_STATUS, 1 | 2);
+        self.w(REG_DEVICE_FEATURES_SEL, 0);
+        assert_ne!(self.r(REG_DEVICE_FEATURES) & (1 << 5), 0, "MAC offered");
+        self.w(REG_DRIVER_FEATURES_SEL, 1);
+        self.w(REG_DRIVER_FEATURES, 1); // VERSION_1
+        self.w(REG_STATUS, 1 | 2 | 8);
+        assert_ne!(self.r(REG_STATUS) & 8, 0, "features refused");
+        for (q, (desc, avail, used)) in RING.iter().enumerate() {
+            self.w(REG_QUEUE_SEL, q as u32);
+            self.w(REG_QUEUE_NUM, u32::from(QSIZE));
+            self.w(REG_QUEUE_DESC_LOW, *desc as u32);
+            self.w(REG_QUEUE_AVAIL_LOW, *avail as u32);
+            self.w(REG_QUEUE_USED_LOW, *used as u32);
+            self.w(REG_QUEUE_READY, 1);
+        }
+        self.w(REG_STATUS, 1 | 2 | 8 | 4);
+        assert_eq!(self.r(REG_STATUS) & STATUS_NEEDS_RESET, 0);
+        let mut mac = [0u8; 6];
+        self.t.read(REG_CONFIG, &mut mac);
+        assert_eq!(mac, [0x52, 0x54, 0, 0, 0, 2]);
+    }
+
+    fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let a = RING[q].0 + u64::from(i) * 16;
+        self.mem.write_obj(addr, GuestAddress(a)).unwrap();
+        self.mem.write_obj(len, GuestAddress(a + 8)).unwrap();
+        self.mem.write_obj(flags, GuestAddress(a + 12)).unwrap();
+        self.mem.write_obj(next, GuestAddress(a + 14)).unwrap();
+    }
+
+    /// Offer chain `head` on queue `q` and kick (as KVM's ioeventfd would).
+    fn offer(&mut self, q: usize, head: u16) {
+        let slot = u64::from(self.avail[q] % QSIZE);
+        self.mem
+            .write_obj(head, GuestAddress(RING[q].1 + 4 + slot * 2))
+            .unwrap();
+        self.avail[q] = self.avail[q].wrapping_add(1);
+        self.mem
+            .write_obj(self.avail[q], GuestAddress(RING[q].1 + 2))
+            .unwrap();
+        self.t.notifiers()[q].write(1).unwrap();
+    }
+
+    fn used_idx(&self, q: usize) -> u16 {
+        self.mem.read_obj(GuestAddress(RING[q].2 + 2)).unwrap()
+    }
+
+    fn used_entry(&self, q: usize, i: u16) -> (u32, u32) {
+        let a = RING[q].2 + 4 + u64::from(i % QSIZE) * 8;
+        (
+            self.mem.read_obj(GuestAddress(a)).unwrap(),
+            self.mem.read_obj(GuestAddress(a + 4)).unwrap(),
+        )
+    }
+
+    fn broken(&self) -> bool {
+        self.r(REG_STATUS) & STATUS_NEEDS_RESET != 0
+    }
+
+    /// Wait until queue `q` has `n` used entries (the device must not break).
+    fn wait_used(&self, q: usize, n: u16) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.used_idx(q) != n {
+            assert!(!self.broken(), "the device gave up on queue {q}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queue {q}: used idx {} never reached {n}",
+                self.used_idx(q)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Send an ARP request for 10.98.0.1 (the TAP's address) from buffer `at`.
+    fn send_arp(&mut self, head: u16, at: u64) {
+        let mut f = vec![0u8; 12]; // virtio_net_hdr_v1
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 2, 0x08, 0x06]);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 0x52, 0x54, 0, 0, 0, 2]);
+        f.extend_from_slice(&[10, 98, 0, 2, 0, 0, 0, 0, 0, 0, 10, 98, 0, 1]);
+        self.mem.write_slice(&f, GuestAddress(at)).unwrap();
+        self.desc(1, head, at, f.len() as u32, 0, 0);
+        self.offer(1, head);
+    }
+}
+
+#[test]
+fn hostile_net_chains_drop_frames_and_a_runaway_ring_marks_the_device_broken() {
+    let Some(ns) = Netns::new("vnet-hostile") else {
+        return;
+    };
+    let name = ns.name.clone();
+    ns.run(move || {
+        let mut d = NetDriver::new("khostile0");
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .arg("-n")
+                .arg(&name)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        ip(&["addr", "add", "10.98.0.1/24", "dev", "khostile0"]);
+        ip(&["link", "set", "khostile0", "up"]);
+
+        // tx: a device-writable buffer, one outside guest memory, a frame
+        // shorter than its header, and a descriptor loop are all returned
+        // (frames dropped), and the device keeps serving.
+        d.desc(1, 0, BUFS, 64, WRITE, 0);
+        d.offer(1, 0);
+        d.desc(1, 1, MEM - 8, 64, 0, 0);
+        d.offer(1, 1);
+        d.desc(1, 2, BUFS, 6, 0, 0);
+        d.offer(1, 2);
+        d.desc(1, 3, BUFS, 20, NEXT, 4);
+        d.desc(1, 4, BUFS, 20, NEXT, 3);
+        d.offer(1, 3);
+        d.wait_used(1, 4);
+        for (i, head) in [0u32, 1, 2, 3].iter().enumerate() {
+            assert_eq!(d.used_entry(1, i as u16), (*head, 0));
+        }
+
+        // rx: a good 2 KiB buffer first, then a device-readable one (wrong
+        // direction). A real ARP request out through the TAP makes the host
+        // answer; the answer lands in the good buffer.
+        d.desc(0, 0, BUFS + 0x1000, 2048, WRITE, 0);
+        d.offer(0, 0);
+        d.desc(0, 1, BUFS + 0x2000, 2048, 0, 0);
+        d.offer(0, 1);
+        d.send_arp(5, BUFS + 0x3000);
+        d.wait_used(1, 5);
+        d.wait_used(0, 1);
+        let (head, len) = d.used_entry(0, 0);
+        assert_eq!(head, 0);
+        assert!(len >= 12 + 42, "rx length {len}");
+        let mut frame = vec![0u8; len as usize];
+        d.mem
+            .read_slice(&mut frame, GuestAddress(BUFS + 0x1000))
+            .unwrap();
+        assert_eq!(&frame[12..18], &[0x52, 0x54, 0, 0, 0, 2], "to our MAC");
+        assert_eq!(&frame[24..26], &[8, 6], "an ARP frame");
+        assert_eq!(&frame[32..34], &[0, 2], "an ARP reply");
+        assert_eq!(&frame[40..44], &[10, 98, 0, 1]);
+        // The next frame meets the wrong-direction buffer: dropped, returned
+        // with length 0.
+        // (A UDP datagram from the host to the guest's address, which the
+        // host learned from the ARP request; this thread is in the namespace.)
+        let s = UdpSocket::bind("10.98.0.1:0").unwrap();
+        s.send_to(b"to the guest", "10.98.0.2:9").unwrap();
+        d.wait_used(0, 2);
+        assert_eq!(d.used_entry(0, 1), (1, 0));
+        assert!(!d.broken());
+
+        // An avail index a whole ring ahead of the device: broken driver.
+        d.mem
+            .write_obj(
+                d.avail[1].wrapping_add(QSIZE + 5),
+                GuestAddress(RING[1].1 + 2),
+            )
+            .unwrap();
+        d.t.notifiers()[1].write(1).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !d.broken() {
+            assert!(std::time::Instant::now() < deadline, "never marked broken");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A reset stops the worker (returns) and the device serves again.
+        d.setup();
+        d.send_arp(0, BUFS + 0x3000);
+        d.wait_used(1, 1);
+    });
 }

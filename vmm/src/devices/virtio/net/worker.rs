@@ -310,11 +310,18 @@ impl NetWorker {
         } else {
             // A bad chain: drop one frame in its place (if there is one) so a
             // driver that posts only bad buffers cannot stall the TAP forever.
-            let mut scratch = [0u8; 1];
-            // SAFETY: reads at most one byte into `scratch`; the rest of the
-            // frame is discarded by the TAP.
-            let n = unsafe { libc::read(self.tap.as_raw_fd(), scratch.as_mut_ptr().cast(), 1) };
-            if n < 0 {
+            // (The TAP refuses reads shorter than its vnet header; the rest
+            // of a frame that does not fit is discarded.)
+            let mut scratch = [0u8; 64];
+            // SAFETY: reads at most 64 bytes into `scratch`.
+            let n = unsafe {
+                libc::read(
+                    self.tap.as_raw_fd(),
+                    scratch.as_mut_ptr().cast(),
+                    scratch.len(),
+                )
+            };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
                 self.rx.go_to_previous_position();
                 return Chain::TapEmpty;
             }
