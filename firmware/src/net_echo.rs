@@ -2,6 +2,8 @@
 //! frames (unit-tested on the host): ARP requests for our address, ICMP
 //! echo requests, UDP datagrams (echoed to the sender), and TCP SYNs
 //! (SYN-ACK on a listed port, RST otherwise). Everything else is ignored.
+//! Also the frames `kiln.mode=net-bench` builds and recognises (ARP
+//! request and reply, a UDP datagram).
 
 /// Ports `tcp=` may list.
 pub const MAX_TCP_PORTS: usize = 8;
@@ -250,6 +252,82 @@ fn tcp(me: &Me, ip: &[u8], ihl: usize, out: &mut [u8]) -> Option<usize> {
     Some(ETH + 40)
 }
 
+/// An ARP request from `me` for `target`, broadcast; its length.
+pub fn arp_request(me: &Me, target: [u8; 4], out: &mut [u8]) -> Option<usize> {
+    let o = out.get_mut(..ETH + 28)?;
+    o[..6].fill(0xff);
+    o[6..12].copy_from_slice(&me.mac);
+    put16(o, 12, ETHERTYPE_ARP);
+    let a = &mut o[ETH..];
+    a[..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    a[8..14].copy_from_slice(&me.mac);
+    a[14..18].copy_from_slice(&me.ip);
+    a[18..24].fill(0);
+    a[24..28].copy_from_slice(&target);
+    Some(ETH + 28)
+}
+
+/// The MAC of `ip` when `f` is an ARP reply from it.
+pub fn arp_reply_from(f: &[u8], ip: [u8; 4]) -> Option<[u8; 6]> {
+    let a = f.get(ETH..ETH + 28)?;
+    if be16(f, 12) != ETHERTYPE_ARP || be16(a, 6) != 2 || a[14..18] != ip {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&a[8..14]);
+    Some(mac)
+}
+
+/// A UDP datagram of `payload` bytes (a counting pattern) from `me`:`sport`
+/// to `dst_mac`/`dst`:`dport`, without a UDP checksum; its frame length.
+pub fn udp_frame(
+    me: &Me,
+    dst_mac: [u8; 6],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    payload: usize,
+    out: &mut [u8],
+) -> Option<usize> {
+    let total = 20 + 8 + payload;
+    let o = out.get_mut(..ETH + total)?;
+    o[..6].copy_from_slice(&dst_mac);
+    o[6..12].copy_from_slice(&me.mac);
+    put16(o, 12, ETHERTYPE_IPV4);
+    let ip = &mut o[ETH..];
+    ip[..20].fill(0);
+    ip[0] = 0x45;
+    put16(ip, 2, total as u16);
+    put16(ip, 6, 0x4000); // don't fragment
+    ip[8] = 64;
+    ip[9] = PROTO_UDP;
+    ip[12..16].copy_from_slice(&me.ip);
+    ip[16..20].copy_from_slice(&dst);
+    let c = checksum(&ip[..20], 0);
+    put16(ip, 10, c);
+    let u = &mut ip[20..];
+    put16(u, 0, ports.0);
+    put16(u, 2, ports.1);
+    put16(u, 4, (8 + payload) as u16);
+    put16(u, 6, 0);
+    for (i, b) in u[8..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    Some(ETH + total)
+}
+
+/// The UDP payload length when `f` is a UDP datagram to `me`.
+pub fn udp_to_me(me: &Me, f: &[u8]) -> Option<usize> {
+    if f.len() < ETH + 28 || be16(f, 12) != ETHERTYPE_IPV4 || f[..6] != me.mac {
+        return None;
+    }
+    let ip = &f[ETH..];
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    if ip[9] != PROTO_UDP || ip[16..20] != me.ip || ihl < 20 || ip.len() < ihl + 8 {
+        return None;
+    }
+    usize::from(be16(ip, ihl + 4)).checked_sub(8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,5 +499,26 @@ mod tests {
         }
         assert!(answer(&me(), &syn(22, TCP_ACK), &mut out).is_none());
         assert!(answer(&me(), &syn(22, TCP_RST), &mut out).is_none());
+    }
+
+    #[test]
+    fn bench_frames_round_trip() {
+        let m = me();
+        let mut out = [0u8; 2048];
+        let n = arp_request(&m, [10, 99, 0, 1], &mut out).unwrap();
+        let mut host = m;
+        host.ip = [10, 99, 0, 1];
+        host.mac = PEER;
+        // The host's answer to our request names its MAC.
+        let mut reply = [0u8; 128];
+        let r = answer(&host, &out[..n], &mut reply).unwrap();
+        assert_eq!(arp_reply_from(&reply[..r], [10, 99, 0, 1]), Some(PEER));
+        assert_eq!(arp_reply_from(&reply[..r], [10, 99, 0, 7]), None);
+        let n = udp_frame(&m, PEER, [10, 99, 0, 1], (9, 7777), 1400, &mut out).unwrap();
+        assert_eq!(n, 14 + 20 + 8 + 1400);
+        assert_eq!(checksum(&out[14..34], 0), 0);
+        assert_eq!(udp_to_me(&host, &out[..n]), Some(1400));
+        assert_eq!(udp_to_me(&m, &out[..n]), None);
+        assert!(udp_frame(&m, PEER, [10, 99, 0, 1], (9, 9), 4000, &mut out).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! virtio-net end to end on the real /dev/kvm: kiln-vmm runs inside a
 //! network namespace this test creates, opens (creates) its TAP there, and
 //! the firmware's net-echo answers ping, UDP and TCP SYNs sent from that
-//! namespace. No traffic leaves the namespace; a Drop guard stops the VMM
+//! namespace, and net-bench's UDP arrives there. No traffic leaves the namespace; a Drop guard stops the VMM
 //! and deletes the namespace (and with it the TAP) even when the test fails.
 #![allow(clippy::unwrap_used)]
 
@@ -197,6 +197,61 @@ fn net_echo_answers_ping_udp_and_tcp_from_a_test_namespace() {
     let console = g.console();
     assert!(out.status.success(), "{out:?}\n{console}");
     assert!(console.contains("net-echo: received "), "{console}");
+}
+
+#[test]
+fn net_bench_sends_udp_that_arrives_in_the_namespace() {
+    if !kvm_available() {
+        return;
+    }
+    let Some(ns) = Netns::new("vnet-bench") else {
+        return;
+    };
+    let g = Guest::new();
+    let mut vmm = spawn_in(
+        &ns,
+        &g,
+        "kiln.mode=net-bench ip=10.99.0.2/24 dst=10.99.0.1 port=9999 size=100 seconds=1",
+    );
+    g.wait_console(vmm.0.as_mut().unwrap(), "net-bench ready 10.99.0.2/24");
+    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", TAP]);
+    ns.ip(&["link", "set", TAP, "up"]);
+    // A sink in the namespace: the first datagram must be the firmware's.
+    let got = ns.run(|| {
+        let s = UdpSocket::bind("10.99.0.1:9999").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = [0u8; 2048];
+        s.recv_from(&mut buf)
+            .map(|(n, from)| (buf[..n].to_vec(), from))
+    });
+    let got = got.unwrap_or_else(|e| {
+        let link = Command::new("ip")
+            .args(["-n", &ns.name, "-s", "addr", "show", TAP])
+            .output()
+            .unwrap();
+        panic!(
+            "nothing arrived ({e}):\n{}\n{}",
+            g.console(),
+            String::from_utf8_lossy(&link.stdout)
+        )
+    });
+    assert_eq!(got.1, "10.99.0.2:9999".parse::<SocketAddr>().unwrap());
+    assert_eq!(got.0.len(), 100);
+    assert!(got.0.iter().enumerate().all(|(i, b)| *b == i as u8));
+    let out = finish(vmm.0.take().unwrap());
+    let console = g.console();
+    assert!(out.status.success(), "{out:?}\n{console}");
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("net-bench size=100 "))
+        .unwrap_or_else(|| panic!("no result line:\n{console}"));
+    let tx: u64 = line
+        .split(' ')
+        .find_map(|w| w.strip_prefix("tx_frames="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(tx > 0, "{line}");
 }
 
 #[test]
