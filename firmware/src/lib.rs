@@ -8,4 +8,7 @@
 pub mod bench;
 pub mod cmdline;
 pub mod line;
+pub mod net_echo;
 pub mod virtio_blk;
+pub mod virtio_mmio;
+pub mod virtio_net;

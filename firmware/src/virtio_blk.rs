@@ -5,35 +5,14 @@
 //! its guest-physical address.
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
-use core::sync::atomic::{fence, Ordering};
 
-/// virtio-mmio registers.
-const MAGIC: usize = 0x000;
-const VERSION: usize = 0x004;
-const DEVICE_ID: usize = 0x008;
-const DEVICE_FEATURES: usize = 0x010;
-const DEVICE_FEATURES_SEL: usize = 0x014;
-const DRIVER_FEATURES: usize = 0x020;
-const DRIVER_FEATURES_SEL: usize = 0x024;
-const QUEUE_SEL: usize = 0x030;
-const QUEUE_NUM_MAX: usize = 0x034;
-const QUEUE_NUM: usize = 0x038;
-const QUEUE_READY: usize = 0x044;
-const QUEUE_NOTIFY: usize = 0x050;
-const STATUS: usize = 0x070;
-const QUEUE_DESC: usize = 0x080;
-const QUEUE_AVAIL: usize = 0x090;
-const QUEUE_USED: usize = 0x0a0;
-const CONFIG_GENERATION: usize = 0x0fc;
-const CONFIG: usize = 0x100;
+pub use crate::virtio_mmio::InitError;
+use crate::virtio_mmio::{
+    Desc, Device, Queue, Split, DESC_F_NEXT, DESC_F_WRITE, F_EVENT_IDX, ID_BLOCK,
+};
 
 const F_RO: u64 = 1 << 5;
 const F_FLUSH: u64 = 1 << 9;
-const F_EVENT_IDX: u64 = 1 << 29;
-const F_VERSION_1: u64 = 1 << 32;
-
-const DESC_F_NEXT: u16 = 1;
-const DESC_F_WRITE: u16 = 2;
 
 /// Request types and statuses.
 pub const T_IN: u32 = 0;
@@ -52,45 +31,10 @@ pub const SLOTS: usize = QUEUE_SIZE as usize / 3;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
 struct Header {
     kind: u32,
     reserved: u32,
     sector: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UsedElem {
-    id: u32,
-    len: u32,
-}
-
-/// Bytes of the descriptor table and available ring; the used ring starts
-/// at the next page.
-const AVAIL_END: usize = 16 * QUEUE_SIZE as usize + 4 + 2 * QUEUE_SIZE as usize + 2;
-const PAD: usize = AVAIL_END.next_multiple_of(4096) - AVAIL_END;
-
-#[repr(C, align(4096))]
-struct Rings {
-    desc: [Desc; QUEUE_SIZE as usize],
-    avail_flags: u16,
-    avail_idx: u16,
-    avail_ring: [u16; QUEUE_SIZE as usize],
-    used_event: u16,
-    _pad: [u8; PAD],
-    used_flags: u16,
-    used_idx: u16,
-    used_ring: [UsedElem; QUEUE_SIZE as usize],
-    avail_event: u16,
 }
 
 #[repr(C, align(64))]
@@ -99,23 +43,7 @@ struct Slots {
     status: [u8; SLOTS],
 }
 
-static mut RINGS: Rings = Rings {
-    desc: [Desc {
-        addr: 0,
-        len: 0,
-        flags: 0,
-        next: 0,
-    }; QUEUE_SIZE as usize],
-    avail_flags: 0,
-    avail_idx: 0,
-    avail_ring: [0; QUEUE_SIZE as usize],
-    used_event: 0,
-    _pad: [0; PAD],
-    used_flags: 0,
-    used_idx: 0,
-    used_ring: [UsedElem { id: 0, len: 0 }; QUEUE_SIZE as usize],
-    avail_event: 0,
-};
+static mut RINGS: Split<{ QUEUE_SIZE as usize }> = Split::new();
 
 static mut SLOT_MEM: Slots = Slots {
     headers: [Header {
@@ -126,37 +54,15 @@ static mut SLOT_MEM: Slots = Slots {
     status: [0; SLOTS],
 };
 
-/// Why the device could not be set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InitError {
-    NotVirtio,
-    NotBlock,
-    FeaturesRefused,
-    QueueTooSmall,
-}
-
-impl InitError {
-    pub fn text(self) -> &'static [u8] {
-        match self {
-            InitError::NotVirtio => b"not a virtio-mmio version 2 device",
-            InitError::NotBlock => b"not a block device",
-            InitError::FeaturesRefused => b"the device refused our features",
-            InitError::QueueTooSmall => b"queue 0 is too small",
-        }
-    }
-}
-
 /// The driver of one virtio-blk device. Only one may exist (its queue lives
 /// in static memory).
 pub struct Blk {
-    base: usize,
-    event_idx: bool,
+    dev: Device,
+    queue: Queue<{ QUEUE_SIZE as usize }>,
     pub read_only: bool,
     pub flush: bool,
     /// Capacity in 512-byte sectors.
     pub sectors: u64,
-    avail: u16,
-    used: u16,
     free: [bool; SLOTS],
 }
 
@@ -167,69 +73,20 @@ impl Blk {
     /// `base` must be a virtio-mmio window mapped for this code, and no other
     /// `Blk` may be alive (they share the static queue).
     pub unsafe fn init(base: usize) -> Result<Blk, InitError> {
+        // SAFETY: caller's contract.
+        let (dev, agreed) = unsafe { Device::init(base, ID_BLOCK, F_RO | F_FLUSH | F_EVENT_IDX)? };
+        // SAFETY: only this driver uses RINGS (caller's contract).
+        let queue = unsafe { Queue::new(addr_of_mut!(RINGS), agreed & F_EVENT_IDX != 0) };
         let mut b = Blk {
-            base,
-            event_idx: false,
-            read_only: false,
-            flush: false,
+            dev,
+            queue,
+            read_only: agreed & F_RO != 0,
+            flush: agreed & F_FLUSH != 0,
             sectors: 0,
-            avail: 0,
-            used: 0,
             free: [true; SLOTS],
         };
-        if b.r(MAGIC) != 0x7472_6976 || b.r(VERSION) != 2 {
-            return Err(InitError::NotVirtio);
-        }
-        if b.r(DEVICE_ID) != 2 {
-            return Err(InitError::NotBlock);
-        }
-        b.w(STATUS, 0);
-        b.w(STATUS, 1 | 2);
-        b.w(DEVICE_FEATURES_SEL, 0);
-        let lo = u64::from(b.r(DEVICE_FEATURES));
-        b.w(DEVICE_FEATURES_SEL, 1);
-        let offered = lo | (u64::from(b.r(DEVICE_FEATURES)) << 32);
-        if offered & F_VERSION_1 == 0 {
-            return Err(InitError::FeaturesRefused);
-        }
-        let wanted = offered & (F_VERSION_1 | F_RO | F_FLUSH | F_EVENT_IDX);
-        b.event_idx = wanted & F_EVENT_IDX != 0;
-        b.read_only = wanted & F_RO != 0;
-        b.flush = wanted & F_FLUSH != 0;
-        b.w(DRIVER_FEATURES_SEL, 0);
-        b.w(DRIVER_FEATURES, wanted as u32);
-        b.w(DRIVER_FEATURES_SEL, 1);
-        b.w(DRIVER_FEATURES, (wanted >> 32) as u32);
-        b.w(STATUS, 1 | 2 | 8);
-        if b.r(STATUS) & 8 == 0 {
-            return Err(InitError::FeaturesRefused);
-        }
-        b.w(QUEUE_SEL, 0);
-        if b.r(QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
-            return Err(InitError::QueueTooSmall);
-        }
-        b.w(QUEUE_NUM, u32::from(QUEUE_SIZE));
-        let rings = addr_of_mut!(RINGS);
-        // SAFETY: only this driver touches RINGS (caller's contract).
-        unsafe {
-            write_volatile(addr_of_mut!((*rings).avail_idx), 0);
-            write_volatile(addr_of_mut!((*rings).used_idx), 0);
-            // Interrupts are never wanted: polling only.
-            write_volatile(addr_of_mut!((*rings).avail_flags), 1);
-        }
-        // SAFETY: field addresses of the static rings; nothing is read.
-        let (desc, avail, used) = unsafe {
-            (
-                addr_of!((*rings).desc) as u64,
-                addr_of!((*rings).avail_flags) as u64,
-                addr_of!((*rings).used_flags) as u64,
-            )
-        };
-        b.w64(QUEUE_DESC, desc);
-        b.w64(QUEUE_AVAIL, avail);
-        b.w64(QUEUE_USED, used);
-        b.w(QUEUE_READY, 1);
-        b.w(STATUS, 1 | 2 | 8 | 4);
+        b.dev.setup_queue(0, &mut b.queue)?;
+        b.dev.driver_ok();
         b.read_config();
         Ok(b)
     }
@@ -238,9 +95,10 @@ impl Blk {
     /// returns the generation it was read under.
     pub fn read_config(&mut self) -> u32 {
         loop {
-            let g = self.r(CONFIG_GENERATION);
-            self.sectors = u64::from(self.r(CONFIG)) | (u64::from(self.r(CONFIG + 4)) << 32);
-            if self.r(CONFIG_GENERATION) == g {
+            let g = self.dev.config_generation();
+            self.sectors =
+                u64::from(self.dev.config32(0)) | (u64::from(self.dev.config32(4)) << 32);
+            if self.dev.config_generation() == g {
                 return g;
             }
         }
@@ -248,22 +106,7 @@ impl Blk {
 
     /// The device's config generation (changes when e.g. the disk is swapped).
     pub fn config_generation(&self) -> u32 {
-        self.r(CONFIG_GENERATION)
-    }
-
-    fn r(&self, off: usize) -> u32 {
-        // SAFETY: `base` is the device window (init's contract).
-        unsafe { read_volatile((self.base + off) as *const u32) }
-    }
-
-    fn w(&self, off: usize, v: u32) {
-        // SAFETY: as for `r`.
-        unsafe { write_volatile((self.base + off) as *mut u32, v) }
-    }
-
-    fn w64(&self, off: usize, v: u64) {
-        self.w(off, v as u32);
-        self.w(off + 4, (v >> 32) as u32);
+        self.dev.config_generation()
     }
 
     /// A free request slot, if any.
@@ -278,100 +121,73 @@ impl Blk {
     /// `buf..buf+len` must stay valid (and untouched for writes to the
     /// disk) until the request completes.
     pub unsafe fn queue(&mut self, slot: usize, kind: u32, sector: u64, buf: *mut u8, len: u32) {
-        let rings = addr_of_mut!(RINGS);
         let slots = addr_of_mut!(SLOT_MEM);
         self.free[slot] = false;
         let d = (slot * 3) as u16;
         // SAFETY: slot < SLOTS (indexing checks) and the driver owns the
-        // static rings; the descriptors of a free slot are not in the device's hands.
-        unsafe {
+        // slot memory of a free slot.
+        let (header, status) = unsafe {
             (*slots).headers[slot] = Header {
                 kind,
                 reserved: 0,
                 sector,
             };
             write_volatile(addr_of_mut!((*slots).status[slot]), S_PENDING);
-            let status_desc = Desc {
-                addr: addr_of!((*slots).status[slot]) as u64,
-                len: 1,
-                flags: DESC_F_WRITE,
-                next: 0,
-            };
-            let has_data = len > 0;
-            (*rings).desc[d as usize] = Desc {
-                addr: addr_of!((*slots).headers[slot]) as u64,
+            (
+                addr_of!((*slots).headers[slot]) as u64,
+                addr_of!((*slots).status[slot]) as u64,
+            )
+        };
+        let has_data = len > 0;
+        self.queue.set_desc(
+            d,
+            Desc {
+                addr: header,
                 len: 16,
                 flags: DESC_F_NEXT,
                 next: if has_data { d + 1 } else { d + 2 },
-            };
-            if has_data {
-                (*rings).desc[d as usize + 1] = Desc {
+            },
+        );
+        if has_data {
+            self.queue.set_desc(
+                d + 1,
+                Desc {
                     addr: buf as u64,
                     len,
                     flags: DESC_F_NEXT | if kind == T_OUT { 0 } else { DESC_F_WRITE },
                     next: d + 2,
-                };
-            }
-            (*rings).desc[d as usize + 2] = status_desc;
-            (*rings).avail_ring[usize::from(self.avail % QUEUE_SIZE)] = d;
+                },
+            );
         }
-        self.avail = self.avail.wrapping_add(1);
+        self.queue.set_desc(
+            d + 2,
+            Desc {
+                addr: status,
+                len: 1,
+                flags: DESC_F_WRITE,
+                next: 0,
+            },
+        );
+        self.queue.offer(d);
     }
 
     /// Publish queued requests and notify the device unless it said (with
     /// EVENT_IDX) that it is already looking.
     pub fn kick(&mut self, old_avail: u16) {
-        let rings = addr_of_mut!(RINGS);
-        fence(Ordering::SeqCst);
-        // SAFETY: the driver owns the avail ring.
-        unsafe { write_volatile(addr_of_mut!((*rings).avail_idx), self.avail) };
-        fence(Ordering::SeqCst);
-        let notify = if self.event_idx {
-            // SAFETY: avail_event is device-written memory of our static rings.
-            let event = unsafe { read_volatile(addr_of!((*rings).avail_event)) };
-            self.avail.wrapping_sub(event).wrapping_sub(1) < self.avail.wrapping_sub(old_avail)
-        } else {
-            // SAFETY: as above.
-            let flags: u16 = unsafe { read_volatile(addr_of!((*rings).used_flags)) };
-            flags & 1 == 0
-        };
-        if notify {
-            self.w(QUEUE_NOTIFY, 0);
+        if self.queue.publish(old_avail) {
+            self.dev.notify(0);
         }
     }
 
     /// The avail index now (pass it to `kick` after queueing).
     pub fn avail_index(&self) -> u16 {
-        self.avail
+        self.queue.avail_index()
     }
 
     /// One completed request, if any: (slot, status byte).
     pub fn poll(&mut self) -> Option<(usize, u8)> {
-        let rings = addr_of_mut!(RINGS);
-        // SAFETY: used_idx is device-written memory of our static rings.
-        let idx = unsafe { read_volatile(addr_of!((*rings).used_idx)) };
-        if idx == self.used {
-            return None;
-        }
-        fence(Ordering::SeqCst);
-        // SAFETY: entries before used_idx are written by the device.
-        let UsedElem { id, .. } = unsafe {
-            read_volatile(addr_of!(
-                (*rings).used_ring[usize::from(self.used % QUEUE_SIZE)]
-            ))
-        };
-        self.used = self.used.wrapping_add(1);
-        if self.event_idx {
-            // Keep the interrupt threshold far ahead: we never want one.
-            // SAFETY: the driver owns used_event.
-            unsafe {
-                write_volatile(
-                    addr_of_mut!((*rings).used_event),
-                    self.used.wrapping_add(0x7fff),
-                )
-            };
-        }
-        let slot = (id / 3) as usize;
+        let used = self.queue.pop_used()?;
+        let slot = (used.id / 3) as usize;
         if slot >= SLOTS {
             return None;
         }
@@ -390,7 +206,7 @@ impl Blk {
         let Some(slot) = self.free_slot() else {
             return S_IOERR;
         };
-        let old = self.avail;
+        let old = self.avail_index();
         // SAFETY: caller's contract.
         unsafe { self.queue(slot, kind, sector, buf, len) };
         self.kick(old);
@@ -445,19 +261,5 @@ mod tests {
         assert!(check_pattern(&b, 0).is_some());
         b[100] ^= 1;
         assert_eq!(check_pattern(&b, 8192).map(|m| m.0), Some(96));
-    }
-
-    #[test]
-    fn rings_have_the_split_queue_layout() {
-        assert_eq!(core::mem::size_of::<Desc>(), 16);
-        assert_eq!(
-            core::mem::offset_of!(Rings, avail_flags),
-            16 * QUEUE_SIZE as usize
-        );
-        assert_eq!(core::mem::offset_of!(Rings, used_flags) % 4096, 0);
-        assert_eq!(
-            core::mem::offset_of!(Rings, avail_event),
-            core::mem::offset_of!(Rings, used_ring) + 8 * QUEUE_SIZE as usize
-        );
     }
 }

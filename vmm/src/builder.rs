@@ -16,7 +16,7 @@ use crate::boot::{self, BootError, BootPlan};
 use crate::config::{BootSource, ConfigError, VmConfig};
 use crate::control::{ControlError, ControlServer};
 use crate::devices::serial::Console;
-use crate::devices::virtio::{self, blk::Blk, mmio::MmioTransport, VirtioError};
+use crate::devices::virtio::{self, blk::Blk, mmio::MmioTransport, net::Net, VirtioError};
 use crate::devices::{DeviceError, Devices, COM1, COM1_GSI, I8042_GSI};
 use crate::kvm::vcpu::{self, VcpuControl, VcpuSetup};
 use crate::kvm::{cpuid, regs, vm, KvmError, Step};
@@ -261,7 +261,7 @@ fn prepare(
     mem: &GuestMemory,
     vm_fd: &VmFd,
 ) -> Result<Prepared, BuildError> {
-    let source = announce_virtio_slots(source, config.disks.len());
+    let source = announce_virtio_slots(source, config.disks.len() + config.nics.len());
     let plan = boot::load(mem, &source, config.vcpus as u8)?;
     regs::write_boot_tables(mem, plan.entry)?;
     trace("guest loaded");
@@ -300,6 +300,15 @@ fn prepare(
             mem,
             i,
             Box::new(Blk::new(disk, i)?),
+        )?));
+    }
+    // NICs take the slots after the disks.
+    for (i, nic) in config.nics.iter().enumerate() {
+        devices.virtio.push(Mutex::new(virtio_slot(
+            vm_fd,
+            mem,
+            config.disks.len() + i,
+            Box::new(Net::new(nic, i)?),
         )?));
     }
     let server = match &config.control_socket {

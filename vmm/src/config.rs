@@ -30,10 +30,16 @@ pub enum ConfigError {
     BootSource,
     #[error("{what} {path} does not exist or is not a file")]
     MissingFile { what: &'static str, path: PathBuf },
-    #[error("{0} are not supported yet (virtio-net is not implemented in this kiln-vmm)")]
-    NotSupportedYet(&'static str),
     #[error("at most {max} disks are supported, got {0}", max = crate::devices::virtio::MAX_SLOTS)]
     TooManyDisks(usize),
+    #[error("at most {max} disks and NICs together are supported, got {0}", max = crate::devices::virtio::MAX_SLOTS)]
+    TooManySlots(usize),
+    #[error("NIC tap name {0:?} must be 1 to 15 bytes without '/', ' ' or NUL")]
+    NicTap(String),
+    #[error("NIC mac {0:?} must be a unicast aa:bb:cc:dd:ee:ff")]
+    NicMac(String),
+    #[error("NIC id {0:?} must be 1 to 20 bytes and unique")]
+    NicId(String),
     #[error("disk id {0:?} must be 1 to 20 bytes and unique")]
     DiskId(String),
     #[error("disk poll_us must be at most 1000, got {0}")]
@@ -142,13 +148,19 @@ pub struct DiskConfig {
     pub poll_us: u32,
 }
 
-/// A network interface (virtio-net on a TAP; parsed now, served later).
+/// A network interface: virtio-net on a TAP. kiln-vmm opens the TAP with
+/// IFF_VNET_HDR (creating it when it does not exist), in its own network
+/// namespace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NicConfig {
     pub tap: String,
+    /// `aa:bb:cc:dd:ee:ff` (unicast); default a locally administered one.
     #[serde(default)]
     pub mac: Option<String>,
+    /// Name of the NIC (default `nic<N>`); at most 20 bytes.
+    #[serde(default)]
+    pub id: Option<String>,
 }
 
 /// Where the serial console goes.
@@ -258,8 +270,26 @@ impl VmConfig {
                 }
             }
         }
-        if !self.nics.is_empty() {
-            return Err(ConfigError::NotSupportedYet("nics"));
+        let slots = self.disks.len() + self.nics.len();
+        if slots > crate::devices::virtio::MAX_SLOTS {
+            return Err(ConfigError::TooManySlots(slots));
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            let t = &n.tap;
+            if t.is_empty() || t.len() > 15 || t.contains(['/', ' ', '\0']) {
+                return Err(ConfigError::NicTap(t.clone()));
+            }
+            if let Some(m) = &n.mac {
+                if crate::devices::virtio::net::parse_mac(m).is_none() {
+                    return Err(ConfigError::NicMac(m.clone()));
+                }
+            }
+            if let Some(id) = &n.id {
+                let dup = self.nics[..i].iter().any(|o| o.id.as_ref() == Some(id));
+                if id.is_empty() || id.len() > 20 || dup {
+                    return Err(ConfigError::NicId(id.clone()));
+                }
+            }
         }
         for name in &self.cpuid_mask {
             if crate::kvm::cpuid::feature(name).is_none() {
@@ -372,9 +402,30 @@ mod tests {
             Err(ConfigError::DiskPoll(5000))
         ));
         assert!(matches!(
-            v(r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "t"}]}"#),
-            Err(ConfigError::NotSupportedYet("nics"))
+            v(r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "a/b"}]}"#),
+            Err(ConfigError::NicTap(_))
         ));
+        assert!(matches!(
+            v(
+                r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "t", "mac": "01:02:03:04:05:06"}]}"#
+            ),
+            Err(ConfigError::NicMac(_))
+        ));
+        assert!(matches!(
+            v(
+                r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "t", "id": "x"}, {"tap": "u", "id": "x"}]}"#
+            ),
+            Err(ConfigError::NicId(_))
+        ));
+        assert!(v(
+            r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "t", "mac": "52:54:00:12:34:56", "id": "eth0"}]}"#
+        )
+        .is_ok());
+        let nine = format!(
+            r#"{{"firmware": {{"path": "/bin/sh"}}, "disks": [{}], "nics": [{{"tap": "t"}}]}}"#,
+            [r#"{"path": "/bin/sh"}"#; 8].join(",")
+        );
+        assert!(matches!(v(&nine), Err(ConfigError::TooManySlots(9))));
         assert!(matches!(
             parse(
                 r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "direct": "maybe"}]}"#

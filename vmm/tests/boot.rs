@@ -342,9 +342,9 @@ fn bad_configs_give_one_clear_line_and_leave_nothing_behind() {
     expect_config_error(
         &g,
         Some(&cfg(
-            json!({"firmware": {"path": fw}, "nics": [{"tap": "tap0"}], "control_socket": sock}),
+            json!({"firmware": {"path": fw}, "nics": [{"tap": "tap/0"}], "control_socket": sock}),
         )),
-        "not supported yet",
+        "NIC tap name",
     );
     expect_config_error(
         &g,

@@ -9,7 +9,10 @@ use core::arch::{asm, global_asm};
 use kiln_firmware::bench::{self, Histogram, Rng};
 use kiln_firmware::cmdline;
 use kiln_firmware::line::Line;
+use kiln_firmware::net_echo::{self, Me};
 use kiln_firmware::virtio_blk::{self, Blk};
+use kiln_firmware::virtio_mmio::InitError;
+use kiln_firmware::virtio_net::Net;
 
 global_asm!(include_str!("../entry.S"), options(att_syntax));
 
@@ -57,6 +60,8 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
         b"blk-write-hold" => blk_check(cmdline, true),
         b"blk-watch" => blk_watch(cmdline),
         b"blk-bench" => blk_bench(cmdline),
+        b"net-echo" => net_echo(cmdline),
+        b"net-bench" => net_bench(cmdline),
         b"idle" => idle_until_ctrl_alt_del(),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
@@ -205,7 +210,7 @@ fn open_blk(cmdline: &[u8]) -> Option<Blk> {
                 write_com1(l.as_bytes());
                 return Some(b);
             }
-            Err(virtio_blk::InitError::NotBlock) => continue,
+            Err(virtio_blk::InitError::WrongType) => continue,
             Err(e) => {
                 say(&[b"blk: cannot set up the device: ", e.text()]);
                 return None;
@@ -509,6 +514,221 @@ fn blk_bench(cmdline: &[u8]) {
     write_com1(l.as_bytes());
 }
 
+/// The first virtio-net device among the command line's virtio-mmio slots, set up.
+fn open_net(cmdline: &[u8]) -> Option<Net> {
+    for dev in cmdline::virtio_mmio_devices(cmdline) {
+        // SAFETY: the slot is an MMIO window in the identity map, and this is
+        // the only driver instance (a failed init leaves nothing behind).
+        match unsafe { Net::init(dev.addr as usize) } {
+            Ok(n) => return Some(n),
+            Err(InitError::WrongType) => continue,
+            Err(e) => {
+                say(&[b"net: cannot set up the device: ", e.text()]);
+                return None;
+            }
+        }
+    }
+    say(&[b"net: no virtio-net device among the virtio-mmio slots"]);
+    None
+}
+
+fn hex_byte(l: &mut Line, b: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    l.bytes(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]]);
+}
+
+/// `kiln.mode=net-echo ip=A/N [gw=G] [tcp=P,…]`: answer ARP for A, ICMP
+/// echo, echo UDP datagrams to their sender, SYN-ACK TCP SYNs to the listed
+/// ports and RST the others, until Ctrl-Alt-Del.
+fn net_echo(cmdline: &[u8]) {
+    let Some((mut net, me)) = net_setup(cmdline, b"net-echo") else {
+        return;
+    };
+    let mut idle = 0u64;
+    let mut seen_del = false;
+    loop {
+        let n = net.receive(|net, frame| {
+            net.send_with(|out| net_echo::answer(&me, frame, out));
+        });
+        if n > 0 {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        core::hint::spin_loop();
+        // Look at the keyboard now and then (each look is a VM exit).
+        if idle.is_multiple_of(200_000) && ctrl_alt_del(&mut seen_del) {
+            let mut l = Line::new();
+            l.bytes(b"net-echo: received ")
+                .dec(net.received)
+                .bytes(b" sent ")
+                .dec(net.sent)
+                .bytes(b"\n");
+            write_com1(l.as_bytes());
+            return;
+        }
+    }
+}
+
+/// The NIC and our addresses for the net jobs (`ip=A/N [gw=G] [tcp=P,…]`);
+/// prints `<job> ready A/N <mac>`.
+fn net_setup(cmdline: &[u8], job: &[u8]) -> Option<(Net, Me)> {
+    let Some((ip, prefix)) = cmdline::value(cmdline, b"ip").and_then(net_echo::parse_ipv4) else {
+        say(&[job, b": ip=A.B.C.D/N is required"]);
+        return None;
+    };
+    if let Some(gw) = cmdline::value(cmdline, b"gw") {
+        // Answers go to the sender's MAC, so the gateway is only checked.
+        if net_echo::parse_ipv4(gw).is_none() {
+            say(&[job, b": bad gw="]);
+            return None;
+        }
+    }
+    let net = open_net(cmdline)?;
+    let mut me = Me {
+        mac: net.mac,
+        ip,
+        tcp_ports: [0; net_echo::MAX_TCP_PORTS],
+        n_tcp_ports: 0,
+    };
+    if let Some(ports) = cmdline::value(cmdline, b"tcp") {
+        if !net_echo::parse_ports(ports, &mut me) {
+            say(&[job, b": bad tcp= port list"]);
+            return None;
+        }
+    }
+    let mut l = Line::new();
+    l.bytes(job).bytes(b" ready ");
+    for (i, o) in ip.iter().enumerate() {
+        if i > 0 {
+            l.bytes(b".");
+        }
+        l.dec(u64::from(*o));
+    }
+    l.bytes(b"/").dec(u64::from(prefix)).bytes(b" ");
+    for (i, b) in me.mac.iter().enumerate() {
+        if i > 0 {
+            l.bytes(b":");
+        }
+        hex_byte(&mut l, *b);
+    }
+    l.bytes(b"\n");
+    write_com1(l.as_bytes());
+    // kiln-vmm's console bytes wait in KVM's coalesced-PIO ring until the
+    // next exit to the VMM, and queue notifications (ioeventfds) never
+    // exit: read COM1's line status register so the line is out now.
+    let _ = inb(COM1 + 5);
+    Some((net, me))
+}
+
+/// `kiln.mode=net-bench ip=A/N dst=B [port=P] [size=S] [seconds=T]`:
+/// resolve B by ARP, then for T seconds (default 2) send UDP datagrams of S
+/// payload bytes (default 64, at most 1472) to B:P (default 9) as fast as
+/// the tx ring takes them, while counting UDP datagrams that arrive for us
+/// (and answering ARP). One line: pps and Gbit/s (Ethernet frame bytes) both ways.
+fn net_bench(cmdline: &[u8]) {
+    let Some(dst) = cmdline::value(cmdline, b"dst").and_then(net_echo::parse_ipv4) else {
+        return say(&[b"net-bench: dst=A.B.C.D is required"]);
+    };
+    let dst = dst.0;
+    let num = |key: &[u8], default: u64| {
+        cmdline::value(cmdline, key)
+            .map(cmdline::parse_u64)
+            .unwrap_or(Some(default))
+    };
+    let (Some(port), Some(size), Some(seconds)) =
+        (num(b"port", 9), num(b"size", 64), num(b"seconds", 2))
+    else {
+        return say(&[b"net-bench: bad port=, size= or seconds="]);
+    };
+    let (Ok(port), true) = (u16::try_from(port), size <= 1472) else {
+        return say(&[b"net-bench: port must fit 16 bits and size at most 1472"]);
+    };
+    let Some(hz) = tsc_hz() else {
+        return say(&[b"net-bench: no PIT to calibrate the TSC against"]);
+    };
+    let Some((mut net, me)) = net_setup(cmdline, b"net-bench") else {
+        return;
+    };
+    // Resolve dst: a request every 100 ms for up to 5 s.
+    let mut dst_mac = None;
+    let give_up = rdtsc() + 5 * hz;
+    let mut next_ask = 0u64;
+    while dst_mac.is_none() {
+        let now = rdtsc();
+        if now > give_up {
+            return say(&[b"net-bench: no ARP reply from dst"]);
+        }
+        if now >= next_ask {
+            net.send_with(|out| net_echo::arp_request(&me, dst, out));
+            next_ask = now + hz / 10;
+        }
+        net.receive(|net, frame| {
+            if let Some(mac) = net_echo::arp_reply_from(frame, dst) {
+                dst_mac = Some(mac);
+            } else {
+                net.send_with(|out| net_echo::answer(&me, frame, out));
+            }
+        });
+    }
+    let Some(dst_mac) = dst_mac else { return };
+    let size = size as usize;
+    let frame_bytes = (14 + 28 + size) as u64;
+    let (mut sent, mut received, mut rx_bytes) = (0u64, 0u64, 0u64);
+    let t0 = rdtsc();
+    let end = t0 + seconds * hz;
+    let mut now = t0;
+    while now < end {
+        if net.send_with(|out| net_echo::udp_frame(&me, dst_mac, dst, (port, port), size, out)) {
+            sent += 1;
+        }
+        net.receive(|net, frame| match net_echo::udp_to_me(&me, frame) {
+            Some(_) => {
+                received += 1;
+                rx_bytes += frame.len() as u64;
+            }
+            None => {
+                net.send_with(|out| net_echo::answer(&me, frame, out));
+            }
+        });
+        now = rdtsc();
+    }
+    let elapsed = now.saturating_sub(t0).max(1);
+    let per_s = |n: u64| (u128::from(n) * u128::from(hz) / u128::from(elapsed)) as u64;
+    // Gbit/s with three decimals: bits per second / 10^6 → fixed(…, 3).
+    let gbps_milli = |bytes: u64| per_s(bytes) * 8 / 1_000_000;
+    let mut l = Line::new();
+    l.bytes(b"net-bench size=")
+        .dec(size as u64)
+        .bytes(b" seconds=")
+        .dec(seconds)
+        .bytes(b" tx_frames=")
+        .dec(sent)
+        .bytes(b" tx_pps=")
+        .dec(per_s(sent))
+        .bytes(b" tx_gbps=");
+    fixed(&mut l, gbps_milli(sent * frame_bytes), 3);
+    l.bytes(b" rx_frames=")
+        .dec(received)
+        .bytes(b" rx_pps=")
+        .dec(per_s(received))
+        .bytes(b" rx_gbps=");
+    fixed(&mut l, gbps_milli(rx_bytes), 3);
+    l.bytes(b" tx_ring_full=").dec(net.tx_dropped).bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// Drain the i8042 output buffer; true once a Delete make code was seen.
+fn ctrl_alt_del(seen_del: &mut bool) -> bool {
+    while inb(0x64) & 1 != 0 {
+        // Scancode set 1: Delete make code is E0 53.
+        if inb(0x60) == 0x53 {
+            *seen_del = true;
+        }
+    }
+    *seen_del
+}
+
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to
 /// shut down), polling the controller's status port with a pause between polls.
 fn idle_until_ctrl_alt_del() {
@@ -517,13 +737,7 @@ fn idle_until_ctrl_alt_del() {
         for _ in 0..20_000 {
             core::hint::spin_loop();
         }
-        while inb(0x64) & 1 != 0 {
-            // Scancode set 1: Delete make code is E0 53.
-            if inb(0x60) == 0x53 {
-                seen_del = true;
-            }
-        }
-        if seen_del {
+        if ctrl_alt_del(&mut seen_del) {
             write_com1(b"kiln-firmware: ctrl-alt-del, powering off\n");
             return;
         }

@@ -1,6 +1,6 @@
 //! virtio devices on the virtio-mmio (version 2) transport: the register
 //! window (`mmio`), the interrupt shared by a transport and its device's
-//! queue threads (`Interrupt`), and the devices themselves (`blk`).
+//! queue threads (`Interrupt`), and the devices themselves (`blk`, `net`).
 //!
 //! How a request travels: the guest writes QueueNotify, which KVM turns into
 //! an ioeventfd signal (no exit to the VMM); the device's queue thread wakes,
@@ -10,6 +10,7 @@
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -37,6 +38,7 @@ pub const INT_USED_RING: u32 = 1;
 pub const INT_CONFIG: u32 = 2;
 
 /// virtio device ids.
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 
 /// Size of one virtio-mmio register window (one slot).
@@ -65,6 +67,13 @@ pub enum VirtioError {
     Uring(std::io::Error),
     #[error("cannot start a queue thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot open TAP {name}: {source}")]
+    Tap {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("bad MAC address {0:?} (want aa:bb:cc:dd:ee:ff, unicast)")]
+    Mac(String),
     #[error("virtio queue {0} is not valid (size or ring addresses)")]
     BadQueue(usize),
 }

@@ -1,0 +1,406 @@
+//! The worker thread of a virtio-net device. It sleeps in epoll on the tx
+//! queue's ioeventfd, the rx queue's ioeventfd, the TAP (readable) and a
+//! stop eventfd, and per wake-up:
+//! - tx: pops every available chain, hands its buffers (header + frame,
+//!   device-readable only) to the TAP in one `writev`, returns it used;
+//! - rx: while the TAP has a frame and the guest has posted a buffer chain
+//!   (device-writable only), `readv`s the frame straight into the chain.
+//!   With no buffer posted the TAP is taken out of the epoll set (frames
+//!   wait in, or are dropped by, the TAP's own queue) until the guest
+//!   posts buffers and notifies.
+//!
+//! Hostile chains (wrong direction, too short, outside guest memory, longer
+//! than `MAX_IOVECS`) drop the frame and are returned with length 0; an
+//! avail index running more than a ring ahead marks the device broken.
+//! Interrupts are raised once per batch when EVENT_IDX says the driver wants one.
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryBackend;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{HDR_LEN, TX};
+use crate::devices::virtio::{Activation, Interrupt, VirtioError, INT_USED_RING};
+use crate::memory::GuestMemory;
+
+/// Buffers one frame may span.
+pub const MAX_IOVECS: usize = 64;
+/// Largest frame (with its header) sent to the TAP: 64 KiB plus the header
+/// and an Ethernet header.
+pub const MAX_TX_BYTES: usize = 65536 + HDR_LEN + 14;
+
+const EV_STOP: u64 = 0;
+const EV_TX: u64 = 1;
+const EV_RX: u64 = 2;
+const EV_TAP: u64 = 3;
+
+/// What became of one chain.
+enum Chain {
+    /// Served (or dropped); the queue may have more.
+    Done,
+    /// Nothing available.
+    Empty,
+    /// The TAP had nothing to read (rx) — the chain was given back.
+    TapEmpty,
+    /// The driver is broken.
+    Broken,
+}
+
+/// The state of a device's worker thread.
+pub struct NetWorker {
+    mem: GuestMemory,
+    rx: Queue,
+    tx: Queue,
+    rx_notify: EventFd,
+    tx_notify: EventFd,
+    stop: EventFd,
+    tap: File,
+    interrupt: Arc<Interrupt>,
+    epoll: Epoll,
+    tap_watched: bool,
+    iovecs: Vec<libc::iovec>,
+    rx_added: bool,
+    tx_added: bool,
+}
+
+// SAFETY: the iovec buffer holds only raw pointers into guest memory that are
+// rebuilt for every frame and never used outside the worker thread.
+unsafe impl Send for NetWorker {}
+
+impl NetWorker {
+    pub fn new(a: Activation, tap: File, stop: EventFd) -> Result<Self, VirtioError> {
+        let mut queues = a.queues.into_iter();
+        let mut notifiers = a.notifiers.into_iter();
+        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
+            return Err(VirtioError::BadQueue(TX));
+        };
+        let (Some(rx_notify), Some(tx_notify)) = (notifiers.next(), notifiers.next()) else {
+            return Err(VirtioError::BadQueue(TX));
+        };
+        let epoll = Epoll::new().map_err(VirtioError::EventFd)?;
+        let w = NetWorker {
+            mem: a.mem,
+            rx,
+            tx,
+            rx_notify,
+            tx_notify,
+            stop,
+            tap,
+            interrupt: a.interrupt,
+            epoll,
+            tap_watched: false,
+            iovecs: Vec::with_capacity(MAX_IOVECS),
+            rx_added: false,
+            tx_added: false,
+        };
+        for (fd, tag) in [
+            (w.stop.as_raw_fd(), EV_STOP),
+            (w.tx_notify.as_raw_fd(), EV_TX),
+            (w.rx_notify.as_raw_fd(), EV_RX),
+        ] {
+            w.epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, tag),
+                )
+                .map_err(VirtioError::EventFd)?;
+        }
+        Ok(w)
+    }
+
+    /// Serve both queues until the stop eventfd fires.
+    pub fn run(mut self) {
+        self.watch_tap(true);
+        // Chains made available before activation are served at once.
+        self.serve_tx();
+        self.serve_rx();
+        self.notify_guest();
+        let mut events = [EpollEvent::default(); 4];
+        loop {
+            let n = match self.epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("kiln-vmm: virtio-net epoll failed: {e}");
+                    self.interrupt.mark_broken();
+                    return;
+                }
+            };
+            let (mut tx, mut rx) = (false, false);
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    EV_STOP => return,
+                    EV_TX => {
+                        let _ = self.tx_notify.read();
+                        tx = true;
+                    }
+                    EV_RX => {
+                        let _ = self.rx_notify.read();
+                        rx = true;
+                    }
+                    _ => rx = true,
+                }
+            }
+            if self.interrupt.is_broken() {
+                // Stop serving until reset; only the stop eventfd matters now.
+                self.watch_tap(false);
+                continue;
+            }
+            if tx {
+                self.serve_tx();
+            }
+            if rx {
+                self.serve_rx();
+            }
+            self.notify_guest();
+        }
+    }
+
+    fn watch_tap(&mut self, on: bool) {
+        if on == self.tap_watched {
+            return;
+        }
+        let op = if on {
+            ControlOperation::Add
+        } else {
+            ControlOperation::Delete
+        };
+        let ok = self
+            .epoll
+            .ctl(
+                op,
+                self.tap.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, EV_TAP),
+            )
+            .is_ok();
+        if ok {
+            self.tap_watched = on;
+        } else {
+            self.interrupt.mark_broken();
+        }
+    }
+
+    /// Send every frame the driver made available, then ask to be notified
+    /// again (serving what slipped in meanwhile).
+    fn serve_tx(&mut self) {
+        loop {
+            let _ = self.tx.disable_notification(&self.mem);
+            let mut served = 0usize;
+            loop {
+                match self.one_tx() {
+                    Chain::Done => served += 1,
+                    Chain::Broken => {
+                        self.interrupt.mark_broken();
+                        return;
+                    }
+                    Chain::Empty | Chain::TapEmpty => break,
+                }
+                if served > usize::from(self.tx.size()) {
+                    break;
+                }
+            }
+            match self.tx.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                Ok(false) => return,
+                Err(_) => {
+                    self.interrupt.mark_broken();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn one_tx(&mut self) -> Chain {
+        let mem = self.mem.clone();
+        let (head, total, ok) =
+            match pop_chain(&mut self.tx, &mem, &mut self.iovecs, false, MAX_TX_BYTES) {
+                Err(c) => return c,
+                Ok(p) => p,
+            };
+        // A frame needs its header and at least an Ethernet header.
+        if ok && total >= HDR_LEN + 14 {
+            // SAFETY: every iovec points into guest memory vm-memory checked
+            // (mapped while `mem` lives); writev only reads them.
+            let _ = unsafe {
+                libc::writev(
+                    self.tap.as_raw_fd(),
+                    self.iovecs.as_ptr(),
+                    self.iovecs.len() as libc::c_int,
+                )
+            };
+        }
+        if self.tx.add_used(&mem, head, 0).is_err() {
+            return Chain::Broken;
+        }
+        self.tx_added = true;
+        Chain::Done
+    }
+
+    /// Receive frames while both a frame and a buffer chain are there.
+    fn serve_rx(&mut self) {
+        loop {
+            let _ = self.rx.disable_notification(&self.mem);
+            let mut served = 0usize;
+            loop {
+                match self.one_rx() {
+                    Chain::Done => served += 1,
+                    Chain::Broken => {
+                        self.interrupt.mark_broken();
+                        return;
+                    }
+                    Chain::TapEmpty => {
+                        self.watch_tap(true);
+                        // The TAP woke us; buffers are still posted: no notification needed.
+                        return;
+                    }
+                    Chain::Empty => break,
+                }
+                if served > usize::from(self.rx.size()) {
+                    // Let tx have a turn; epoll (the TAP is watched) brings us back.
+                    self.watch_tap(true);
+                    return;
+                }
+            }
+            // No buffer: stop watching the TAP until the driver posts some.
+            self.watch_tap(false);
+            match self.rx.enable_notification(&self.mem) {
+                Ok(true) => self.watch_tap(true),
+                Ok(false) => return,
+                Err(_) => {
+                    self.interrupt.mark_broken();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn one_rx(&mut self) -> Chain {
+        let mem = self.mem.clone();
+        let (head, total, ok) =
+            match pop_chain(&mut self.rx, &mem, &mut self.iovecs, true, usize::MAX) {
+                Err(c) => return c,
+                Ok(p) => p,
+            };
+        let len = if ok && total >= HDR_LEN {
+            // SAFETY: every iovec points into guest memory vm-memory checked
+            // (mapped while `mem` lives) and is device-writable.
+            let n = unsafe {
+                libc::readv(
+                    self.tap.as_raw_fd(),
+                    self.iovecs.as_ptr(),
+                    self.iovecs.len() as libc::c_int,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    // No frame: the chain goes back to the avail ring's head.
+                    self.rx.go_to_previous_position();
+                    return Chain::TapEmpty;
+                }
+                0
+            } else {
+                n as u32
+            }
+        } else {
+            // A bad chain: drop one frame in its place (if there is one) so a
+            // driver that posts only bad buffers cannot stall the TAP forever.
+            // (The TAP refuses reads shorter than its vnet header; the rest
+            // of a frame that does not fit is discarded.)
+            let mut scratch = [0u8; 64];
+            // SAFETY: reads at most 64 bytes into `scratch`.
+            let n = unsafe {
+                libc::read(
+                    self.tap.as_raw_fd(),
+                    scratch.as_mut_ptr().cast(),
+                    scratch.len(),
+                )
+            };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                self.rx.go_to_previous_position();
+                return Chain::TapEmpty;
+            }
+            0
+        };
+        if self.rx.add_used(&mem, head, len).is_err() {
+            return Chain::Broken;
+        }
+        self.rx_added = true;
+        Chain::Done
+    }
+
+    fn notify_guest(&mut self) {
+        let mut raise = false;
+        if std::mem::take(&mut self.tx_added) {
+            raise |= self.tx.needs_notification(&self.mem).unwrap_or(true);
+        }
+        if std::mem::take(&mut self.rx_added) {
+            raise |= self.rx.needs_notification(&self.mem).unwrap_or(true);
+        }
+        if raise {
+            self.interrupt.trigger(INT_USED_RING);
+        }
+    }
+}
+
+/// Pop the next chain of `queue`, its buffers' host addresses into
+/// `iovecs`: (head, total length, usable). A chain is usable when every
+/// buffer has the direction wanted (`device_writes`), lies in one region of
+/// guest memory, and they number at most `MAX_IOVECS` and `max_bytes` bytes.
+/// `Err` says the queue is empty or broken.
+fn pop_chain(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    iovecs: &mut Vec<libc::iovec>,
+    device_writes: bool,
+    max_bytes: usize,
+) -> Result<(u16, usize, bool), Chain> {
+    let chain = match queue.iter(mem) {
+        Ok(mut it) => it.next(),
+        Err(_) => return Err(Chain::Broken),
+    };
+    let Some(chain) = chain else {
+        return Err(Chain::Empty);
+    };
+    let head = chain.head_index();
+    iovecs.clear();
+    let mut ok = true;
+    let mut total = 0usize;
+    for d in chain {
+        if !ok {
+            continue; // drain the iterator; the frame is dropped
+        }
+        total = total.saturating_add(d.len() as usize);
+        ok = d.is_write_only() == device_writes
+            && iovecs.len() < MAX_IOVECS
+            && total <= max_bytes
+            && push_iovec(iovecs, mem, d.addr(), d.len());
+    }
+    Ok((head, total, ok))
+}
+
+/// Append the host address of guest range `addr..addr+len`; false when it
+/// is not all in one region of guest memory.
+fn push_iovec(
+    iovecs: &mut Vec<libc::iovec>,
+    mem: &GuestMemory,
+    addr: vm_memory::GuestAddress,
+    len: u32,
+) -> bool {
+    if len == 0 {
+        return true;
+    }
+    let Ok(slice) = GuestMemoryBackend::get_slice(mem, addr, len as usize) else {
+        return false;
+    };
+    iovecs.push(libc::iovec {
+        iov_base: slice.ptr_guard_mut().as_ptr().cast(),
+        iov_len: len as usize,
+    });
+    true
+}
