@@ -266,7 +266,34 @@ async fn create_show_act_delete() {
         .await;
     fault(st, &v, 400, "badRequest");
 
-    // Metadata, update, instance actions.
+    // createImage: 202 with the image's Location; the snapshot is in Glance.
+    let (st, h, v) = cloud
+        .call(
+            Method::POST,
+            &format!("{S}/{id}/action"),
+            Some(&admin),
+            Some(json!({"createImage": {"name": "snap1", "metadata": {"k": "v"}}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let loc = h.get("location").unwrap().to_str().unwrap().to_string();
+    let image_id = loc.rsplit('/').next().unwrap();
+    let (st, img) = cloud
+        .get(&format!("/image/v2/images/{image_id}"), &admin)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{img}");
+    assert_eq!(img["name"], "snap1");
+    assert_eq!(img["image_type"], "snapshot", "{img}");
+    assert_eq!(img["instance_uuid"], id.as_str());
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"createImage": {}}),
+        )
+        .await;
+    fault(st, &v, 400, "badRequest");
+
     let (st, v) = cloud
         .post(
             &format!("{S}/{id}/metadata"),
@@ -297,7 +324,7 @@ async fn create_show_act_delete() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(acts, ["stop", "create"]);
+    assert_eq!(acts, ["createImage", "stop", "create"]);
 
     // Listing: filters, pagination.
     let s2 = create(&cloud, &admin, "other").await;
@@ -418,6 +445,10 @@ async fn bad_requests_quota_and_isolation() {
         fault(st, &v, 403, "forbidden"),
         "Quota exceeded for instances: Requested 1, but already used 1 of 1 instances"
     );
+
+    let (_, v) = cloud.get("/compute/v2.1/limits", &admin).await;
+    assert_eq!(v["limits"]["absolute"]["totalInstancesUsed"], 1, "{v}");
+    assert_eq!(v["limits"]["absolute"]["totalRAMUsed"], 512, "{v}");
 
     // Another project's member sees nothing of it.
     let u = cloud.user(&admin, "p2-u", "UserPassword12345").await;

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod model;
 pub mod query;
+pub mod snapshot;
 pub mod tables;
 
 use crate::compute::Compute;

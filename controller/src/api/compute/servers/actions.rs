@@ -7,12 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use crate::api::extract::{Caller, Json, Path};
+use crate::api::extract::{BaseUrl, Caller, Json, Path};
 use crate::app::AppState;
 use crate::compute::servers::lifecycle::Verb;
 use crate::compute::servers::link::deliver_later;
 use crate::compute::Who;
 use crate::error::{ApiError, ApiResult};
+use crate::microversion::Microversion;
 use crate::services::blocking;
 
 fn verb(name: &str, arg: &Value) -> ApiResult<Option<Verb>> {
@@ -91,6 +92,8 @@ fn verb(name: &str, arg: &Value) -> ApiResult<Option<Verb>> {
 pub async fn action(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    BaseUrl(base): BaseUrl,
+    mv: Microversion,
     Path(id): Path<String>,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<Response> {
@@ -105,9 +108,7 @@ pub async fn action(
         return console(state, who, id, arg).await;
     }
     if name == "createImage" {
-        return Err(ApiError::NotImplemented(
-            "createImage (server snapshots) is not implemented yet in kiln.".into(),
-        ));
+        return create_image(state, who, id, arg, mv, base).await;
     }
     let Some(verb) = verb(name, arg)? else {
         return Err(ApiError::BadRequest(format!(
@@ -154,4 +155,38 @@ async fn console(state: AppState, who: Who, id: String, arg: &Value) -> ApiResul
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Conflict(format!("Console output is not available: {e}")))?;
     Ok(axum::Json(json!({"output": output})).into_response())
+}
+
+/// `createImage`: 202 with the image's Location; the body `{"image_id"}` from 2.45.
+async fn create_image(
+    state: AppState,
+    who: Who,
+    id: String,
+    arg: &Value,
+    mv: Microversion,
+    base: String,
+) -> ApiResult<Response> {
+    let Some(name) = arg.get("name").and_then(Value::as_str).map(str::to_string) else {
+        return Err(ApiError::BadRequest(
+            "Invalid input for field/attribute createImage. Value: 'name' is a required property"
+                .into(),
+        ));
+    };
+    let metadata = super::parse::metadata(arg.get("metadata"))?;
+    let compute = state.services.compute.clone();
+    let image_id = blocking(move || compute.snapshot(&who, &id, &name, metadata)).await?;
+    let location = format!("{base}/image/v2/images/{image_id}");
+    let mut resp = if mv.at_least(45) {
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"image_id": image_id})),
+        )
+            .into_response()
+    } else {
+        StatusCode::ACCEPTED.into_response()
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    Ok(resp)
 }
