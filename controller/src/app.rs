@@ -19,6 +19,8 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Where volume bytes live (sparse files under the data dir).
     pub volumes: Arc<dyn crate::volume::VolumeBackend>,
+    /// The controller's client for node agents (and the node secret).
+    pub nodes: Arc<crate::compute::servers::link::NodeLink>,
 }
 
 impl AppState {
@@ -31,11 +33,18 @@ impl AppState {
     ) -> ApiResult<Self> {
         let services = Arc::new(Services::open(identity.store().clone(), data_dir)?);
         let volumes = Arc::new(crate::volume::FileBackend::new(data_dir.join("volumes")));
+        let secret = crate::protocol::load_or_create_secret(data_dir)
+            .map_err(|e| ApiError::Internal(format!("cannot keep the node secret: {e}")))?;
+        let nodes = Arc::new(crate::compute::servers::link::NodeLink::new(
+            secret,
+            crate::compute::servers::link::HEARTBEAT_SECS,
+        ));
         Ok(AppState {
             identity,
             catalog,
             services,
             volumes,
+            nodes,
         })
     }
 

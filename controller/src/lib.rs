@@ -14,6 +14,7 @@
 //!   IPs and the desired state nodes fetch.
 //! - [`volume`]: Cinder v3's volumes, snapshots, types and quotas over a
 //!   [`volume::VolumeBackend`]; attach/detach for compute.
+//! - [`protocol`]: the node protocol (v1 wire types, paths, shared-secret auth).
 //! - [`app`]: `app(state) -> Router`, the whole HTTP surface for tests and servers.
 //! - [`server`]: binding, bootstrap, client files and graceful shutdown, shared by
 //!   `kiln-controller serve` and `kiln-node up`.
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod image;
 pub mod microversion;
 pub mod network;
+pub mod protocol;
 pub mod scheduler;
 pub mod server;
 pub mod services;

@@ -117,7 +117,7 @@ async fn versions_and_microversions() {
     assert_fault(s, &v, 401, "unauthorized");
     let (s, v) = cloud.get(&format!("{C}/nothing"), &admin).await;
     assert_fault(s, &v, 404, "itemNotFound");
-    let (s, v) = cloud.get(&format!("{C}/servers/detail"), &admin).await;
+    let (s, v) = cloud.get(&format!("{C}/os-aggregates"), &admin).await;
     assert_fault(s, &v, 501, "notImplemented");
     let (s, _, v) = cloud
         .call(

@@ -1,6 +1,13 @@
 //! kiln-node: the host agent and the all-in-one entry point.
 //!
 //! - [`up`]: `kiln-node up`, the all-in-one cloud in one process (the controller
-//!   from `kiln-controller`, and later this host's node agent).
+//!   from `kiln-controller` and one node agent).
+//! - [`serve`]: `kiln-node serve`, N node agents against a controller.
+//! - [`agent`]: the node agent (registration, heartbeats, the node API, state
+//!   reports, resync) over a [`driver::Driver`]; [`sim`] is the simulated driver.
 
+pub mod agent;
+pub mod driver;
+pub mod serve;
+pub mod sim;
 pub mod up;

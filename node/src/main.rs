@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kiln_node::serve::{self, ServeArgs};
 use kiln_node::up::{self, UpArgs};
 
 #[derive(Parser)]
@@ -16,6 +17,8 @@ struct Cli {
 enum Command {
     /// Start the all-in-one cloud (controller + this host) in one process.
     Up(UpArgs),
+    /// Run node agents (e.g. N simulated nodes) against a controller.
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
         Command::Up(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(up::run(args))),
+        Command::Serve(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

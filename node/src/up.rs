@@ -31,6 +31,9 @@ pub struct UpArgs {
     /// Base URL the catalog and client files advertise (default: http://<bound address>).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// This host's node: driver (`sim` by default until the kvm driver lands) and sizes.
+    #[command(flatten)]
+    pub node: crate::serve::NodeArgs,
 }
 
 impl UpArgs {
@@ -50,6 +53,14 @@ impl UpArgs {
     }
 }
 
+/// The controller's address as this process reaches it (loopback for a wildcard).
+fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
 /// Runs the all-in-one cloud until SIGINT/SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let server = Server::bind(&args.config()).await?;
@@ -66,8 +77,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let files = server.write_client_files().await?;
     announce_client_files(&files);
-    ready(&server.auth_url());
-    server.run(shutdown_signal()).await?;
+    let controller = format!("http://{}", loopback(server.local_addr));
+    let secret = kiln_controller::protocol::load_or_create_secret(&server.data_dir)?;
+    let volume_dir = server.data_dir.join("sim-volumes");
+    let auth_url = server.auth_url();
+    let listen_host = loopback(server.local_addr).ip();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let nodes = crate::serve::start(crate::serve::Start {
+        controller: &controller,
+        secret: &secret,
+        listen: &format!("{listen_host}:0"),
+        advertise: None,
+        prefix: "sim",
+        count: 1,
+        args: &args.node,
+        volume_dir: Some(volume_dir),
+    })
+    .await?;
+    println!(
+        "kiln: node {} uses the {:?} driver",
+        nodes
+            .agents
+            .iter()
+            .map(|a| a.id.node_id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.node.driver
+    );
+    ready(&auth_url);
+    tokio::select! {
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            running.await??;
+        }
+        r = &mut running => r??,
+    }
     println!("kiln: stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod keypairs;
 pub mod model;
 pub mod nodes;
 pub mod quotas;
+pub mod servers;
 pub mod tables;
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@ mod faults;
 mod flavors;
 mod keypairs;
 mod misc;
+pub mod nodes;
+pub mod servers;
 mod versions;
 pub mod views;
 
@@ -22,7 +24,6 @@ use crate::error::ApiError;
 
 /// Compute resources the API reference lists that kiln does not serve yet: 501.
 const PENDING: &[&str] = &[
-    "servers",
     "os-hypervisors",
     "os-services",
     "os-server-groups",
@@ -42,7 +43,8 @@ pub fn router() -> Router<AppState> {
     let mut versioned = Router::new()
         .merge(flavors::router())
         .merge(keypairs::router())
-        .merge(misc::router());
+        .merge(misc::router())
+        .merge(servers::router());
     for p in PENDING {
         versioned = versioned
             .route(&format!("/compute/v2.1/{p}"), any(pending))
@@ -55,6 +57,7 @@ pub fn router() -> Router<AppState> {
         .layer(from_fn(faults::layer));
     Router::new()
         .merge(versions::router())
+        .merge(nodes::router())
         .merge(versioned)
         .route(
             "/compute/{*rest}",

@@ -1,0 +1,192 @@
+//! `POST /servers/{id}/action`: one key names the action; lifecycle actions go to
+//! [`Compute::act`](crate::compute::Compute::act) and their node calls are sent
+//! after the commit; console output is fetched from the node.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::api::extract::{BaseUrl, Caller, Json, Path};
+use crate::app::AppState;
+use crate::compute::servers::lifecycle::Verb;
+use crate::compute::servers::link::deliver_later;
+use crate::compute::Who;
+use crate::error::{ApiError, ApiResult};
+use crate::microversion::Microversion;
+use crate::services::blocking;
+
+fn verb(name: &str, arg: &Value) -> ApiResult<Option<Verb>> {
+    let field = |k: &str| arg.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(Some(match name {
+        "os-stop" => Verb::Stop,
+        "os-start" => Verb::Start,
+        "reboot" => match field("type").map(|t| t.to_ascii_uppercase()).as_deref() {
+            Some("SOFT") => Verb::Reboot { hard: false },
+            Some("HARD") => Verb::Reboot { hard: true },
+            _ => return Err(ApiError::BadRequest(
+                "Invalid input for field/attribute type. Value: reboot type must be SOFT or HARD"
+                    .into(),
+            )),
+        },
+        "pause" => Verb::Pause,
+        "unpause" => Verb::Unpause,
+        "suspend" => Verb::Suspend,
+        "resume" => Verb::Resume,
+        "lock" => Verb::Lock {
+            reason: field("locked_reason"),
+        },
+        "unlock" => Verb::Unlock,
+        "rebuild" => {
+            let Some(image) = field("imageRef") else {
+                return Err(ApiError::BadRequest(
+                    "Invalid input for field/attribute rebuild. Value: 'imageRef' is a required property".into(),
+                ));
+            };
+            Verb::Rebuild {
+                image_ref: Some(image.rsplit('/').next().unwrap_or_default().to_string()),
+                name: field("name"),
+            }
+        }
+        "resize" => {
+            let Some(f) = arg.get("flavorRef").and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }) else {
+                return Err(ApiError::BadRequest(
+                    "Invalid input for field/attribute resize. Value: 'flavorRef' is a required property".into(),
+                ));
+            };
+            Verb::Resize { flavor_ref: f }
+        }
+        "confirmResize" => Verb::ConfirmResize,
+        "revertResize" => Verb::RevertResize,
+        "shelve" => Verb::Shelve,
+        "shelveOffload" => Verb::ShelveOffload,
+        "unshelve" => Verb::Unshelve,
+        "changePassword" => {
+            if field("adminPass").is_none() {
+                return Err(ApiError::BadRequest(
+                    "Invalid input for field/attribute changePassword. Value: 'adminPass' is a required property".into(),
+                ));
+            }
+            Verb::ChangePassword
+        }
+        "forceDelete" => Verb::ForceDelete,
+        "restore" => Verb::Restore,
+        "os-resetState" => {
+            match field("state").as_deref() {
+                Some("active") => Verb::ResetState { active: true },
+                Some("error") => Verb::ResetState { active: false },
+                _ => return Err(ApiError::BadRequest(
+                    "Invalid input for field/attribute state. Value: must be 'active' or 'error'"
+                        .into(),
+                )),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+pub async fn action(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    BaseUrl(base): BaseUrl,
+    mv: Microversion,
+    Path(id): Path<String>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<Response> {
+    let mut keys = body.iter();
+    let (Some((name, arg)), None) = (keys.next(), keys.next()) else {
+        return Err(ApiError::BadRequest(
+            "There is no such action: the body must name exactly one action".into(),
+        ));
+    };
+    let who = Who::of(&caller);
+    if name == "os-getConsoleOutput" {
+        return console(state, who, id, arg).await;
+    }
+    if name == "createImage" {
+        return create_image(state, who, id, arg, mv, base).await;
+    }
+    let Some(verb) = verb(name, arg)? else {
+        return Err(ApiError::BadRequest(format!(
+            "There is no such action: {name}"
+        )));
+    };
+    let compute = state.services.compute.clone();
+    let (_, calls) = blocking(move || compute.act(&who, &id, verb)).await?;
+    deliver_later(state.services.compute.clone(), state.nodes.clone(), calls);
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+async fn console(state: AppState, who: Who, id: String, arg: &Value) -> ApiResult<Response> {
+    let lines = match arg.get("length") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let n = v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "Invalid input for field/attribute length. Value: {v}. {v} is not of type 'integer', 'string'"
+                    ))
+                })?;
+            if n < -1 {
+                return Err(ApiError::BadRequest(format!(
+                    "Invalid input for field/attribute length. Value: {n}. {n} is less than the minimum of -1"
+                )));
+            }
+            u64::try_from(n).ok()
+        }
+    };
+    let s = state.services.compute.server(&who, &id)?;
+    let url = match &s.node {
+        Some(node) => state.services.compute.node_url(node)?,
+        None => None,
+    };
+    let Some(url) = url else {
+        return Err(ApiError::Conflict(format!("Instance {id} is not ready")));
+    };
+    let link = state.nodes.clone();
+    let output = tokio::task::spawn_blocking(move || link.console(&url, &id, lines))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Conflict(format!("Console output is not available: {e}")))?;
+    Ok(axum::Json(json!({"output": output})).into_response())
+}
+
+/// `createImage`: 202 with the image's Location; the body `{"image_id"}` from 2.45.
+async fn create_image(
+    state: AppState,
+    who: Who,
+    id: String,
+    arg: &Value,
+    mv: Microversion,
+    base: String,
+) -> ApiResult<Response> {
+    let Some(name) = arg.get("name").and_then(Value::as_str).map(str::to_string) else {
+        return Err(ApiError::BadRequest(
+            "Invalid input for field/attribute createImage. Value: 'name' is a required property"
+                .into(),
+        ));
+    };
+    let metadata = super::parse::metadata(arg.get("metadata"))?;
+    let compute = state.services.compute.clone();
+    let image_id = blocking(move || compute.snapshot(&who, &id, &name, metadata)).await?;
+    let location = format!("{base}/image/v2/images/{image_id}");
+    let mut resp = if mv.at_least(45) {
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"image_id": image_id})),
+        )
+            .into_response()
+    } else {
+        StatusCode::ACCEPTED.into_response()
+    };
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    Ok(resp)
+}

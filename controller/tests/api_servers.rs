@@ -1,0 +1,615 @@
+//! Nova servers through `app()`: create and the 2.1 view, Nova's 400/403/404/409
+//! answers, cross-project isolation, the node protocol's 401, the state reports
+//! (spawn, retry on another node, delete), and concurrent creates that never
+//! over-commit a node.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use axum::http::{Method, StatusCode};
+use common::Cloud;
+use kiln_controller::compute::tables::NODES;
+use kiln_controller::identity::compliance::Preset;
+use kiln_controller::image::model::Image;
+use kiln_controller::image::tables::IMAGES;
+use kiln_controller::protocol::{PowerState, Register, StateReport, VmState, VERSION};
+use serde_json::{json, Value};
+
+const S: &str = "/compute/v2.1/servers";
+const IMAGE: &str = "6b7a3c1e-5f0a-4d8e-9c2b-0a1b2c3d4e5f";
+
+fn fault(status: StatusCode, body: &Value, code: u16, name: &str) -> String {
+    assert_eq!(status.as_u16(), code, "{body}");
+    assert_eq!(body[name]["code"], code, "{body}");
+    body[name]["message"].as_str().unwrap().to_string()
+}
+
+/// An HTTP listener that accepts any node call (the test plays the node's reports).
+async fn fake_node() -> String {
+    let app = axum::Router::new().fallback(|| async { StatusCode::ACCEPTED });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn node_call(cloud: &Cloud, path: &str, body: Value, secret: Option<&str>) -> StatusCode {
+    let auth = secret.map(|s| format!("Bearer {s}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    cloud
+        .raw(Method::POST, path, None, Some(body.to_string()), &headers)
+        .await
+        .0
+}
+
+async fn register(cloud: &Cloud, id: &str, ram_mb: u64, url: &str) {
+    let reg = Register {
+        node_id: id.into(),
+        host: id.into(),
+        vcpus: 8,
+        ram_mb,
+        disk_gb: 100,
+        az: "nova".into(),
+        capabilities: vec![],
+        driver: "sim".into(),
+        protocol: VERSION,
+        url: format!("{url}/kiln-node/v1/{id}"),
+    };
+    let secret = cloud.state.nodes.secret().to_string();
+    let s = node_call(
+        cloud,
+        "/compute/kiln/v1/nodes",
+        serde_json::to_value(&reg).unwrap(),
+        Some(&secret),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+async fn report(
+    cloud: &Cloud,
+    node: &str,
+    id: &str,
+    vm: VmState,
+    fault: Option<&str>,
+    concludes: &str,
+) {
+    let r = StateReport {
+        server_id: id.into(),
+        vm_state: vm,
+        power_state: if vm == VmState::Active {
+            PowerState::Running
+        } else {
+            PowerState::NoState
+        },
+        task_state: None,
+        fault: fault.map(str::to_string),
+        concludes: Some(concludes.into()),
+        console_available: true,
+        at: 1,
+    };
+    let secret = cloud.state.nodes.secret().to_string();
+    let s = node_call(
+        cloud,
+        &format!("/compute/kiln/v1/nodes/{node}/servers/{id}/state"),
+        serde_json::to_value(&r).unwrap(),
+        Some(&secret),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+
+fn add_image(cloud: &Cloud) {
+    let img = Image {
+        id: IMAGE.into(),
+        name: Some("cirros".into()),
+        status: "active".into(),
+        visibility: "public".into(),
+        protected: false,
+        os_hidden: false,
+        owner: None,
+        disk_format: Some("raw".into()),
+        container_format: Some("bare".into()),
+        min_disk: 0,
+        min_ram: 0,
+        size: Some(1),
+        virtual_size: None,
+        checksum: None,
+        os_hash_algo: None,
+        os_hash_value: None,
+        tags: vec![],
+        properties: BTreeMap::new(),
+        created_at: 0,
+        updated_at: 0,
+    };
+    let store = cloud.state.identity.store().clone();
+    let mut w = store.write().unwrap();
+    IMAGES.put(&mut *w, IMAGE, &img).unwrap();
+    w.commit().unwrap();
+}
+
+fn server_body(name: &str) -> Value {
+    json!({"server": {"name": name, "imageRef": IMAGE, "flavorRef": "1"}})
+}
+
+async fn create(cloud: &Cloud, token: &str, name: &str) -> Value {
+    let (s, v) = cloud.post(S, token, server_body(name)).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let id = v["server"]["id"].as_str().unwrap();
+    cloud.get(&format!("{S}/{id}"), token).await.1["server"].clone()
+}
+
+/// Waits until the background dispatch of a call settled (the fake node accepts).
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn create_show_act_delete() {
+    let cloud = Cloud::new(Preset::Default);
+    add_image(&cloud);
+    let admin = cloud.admin().await;
+    let url = fake_node().await;
+    register(&cloud, "n1", 64 * 1024, &url).await;
+
+    let s = create(&cloud, &admin, "vm1").await;
+    let id = s["id"].as_str().unwrap().to_string();
+    assert_eq!(s["status"], "BUILD", "{s}");
+    assert_eq!(s["OS-EXT-STS:task_state"], "spawning");
+    assert_eq!(s["OS-EXT-SRV-ATTR:host"], "n1");
+    // The exact 2.1 key set (admin view).
+    let mut keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "OS-DCF:diskConfig",
+            "OS-EXT-AZ:availability_zone",
+            "OS-EXT-SRV-ATTR:host",
+            "OS-EXT-SRV-ATTR:hypervisor_hostname",
+            "OS-EXT-SRV-ATTR:instance_name",
+            "OS-EXT-STS:power_state",
+            "OS-EXT-STS:task_state",
+            "OS-EXT-STS:vm_state",
+            "OS-SRV-USG:launched_at",
+            "OS-SRV-USG:terminated_at",
+            "accessIPv4",
+            "accessIPv6",
+            "addresses",
+            "config_drive",
+            "created",
+            "flavor",
+            "hostId",
+            "id",
+            "image",
+            "key_name",
+            "links",
+            "metadata",
+            "name",
+            "os-extended-volumes:volumes_attached",
+            "progress",
+            "security_groups",
+            "status",
+            "tenant_id",
+            "updated",
+            "user_id",
+        ]
+    );
+    // Not in a state to stop while building.
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"os-stop": null}),
+        )
+        .await;
+    let m = fault(st, &v, 409, "conflictingRequest");
+    assert_eq!(
+        m,
+        format!("Cannot 'stop' instance {id} while it is in task_state spawning")
+    );
+
+    report(&cloud, "n1", &id, VmState::Active, None, "spawn").await;
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["status"], "ACTIVE", "{v}");
+    assert!(v["server"]["OS-SRV-USG:launched_at"].is_string());
+
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"os-start": null}),
+        )
+        .await;
+    let m = fault(st, &v, 409, "conflictingRequest");
+    assert_eq!(
+        m,
+        format!("Cannot 'start' instance {id} while it is in vm_state active")
+    );
+    let (st, _) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"os-stop": null}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["OS-EXT-STS:task_state"], "powering-off");
+    report(&cloud, "n1", &id, VmState::Stopped, None, "stop").await;
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["status"], "SHUTOFF");
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"reboot": {"type": "SOFT"}}),
+        )
+        .await;
+    fault(st, &v, 409, "conflictingRequest");
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"reboot": {"type": "BOGUS"}}),
+        )
+        .await;
+    fault(st, &v, 400, "badRequest");
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"frobnicate": {}}),
+        )
+        .await;
+    fault(st, &v, 400, "badRequest");
+
+    // createImage: 202 with the image's Location; the snapshot is in Glance.
+    let (st, h, v) = cloud
+        .call(
+            Method::POST,
+            &format!("{S}/{id}/action"),
+            Some(&admin),
+            Some(json!({"createImage": {"name": "snap1", "metadata": {"k": "v"}}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let loc = h.get("location").unwrap().to_str().unwrap().to_string();
+    let image_id = loc.rsplit('/').next().unwrap();
+    let (st, img) = cloud
+        .get(&format!("/image/v2/images/{image_id}"), &admin)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{img}");
+    assert_eq!(img["name"], "snap1");
+    assert_eq!(img["image_type"], "snapshot", "{img}");
+    assert_eq!(img["instance_uuid"], id.as_str());
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/action"),
+            &admin,
+            json!({"createImage": {}}),
+        )
+        .await;
+    fault(st, &v, 400, "badRequest");
+
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{id}/metadata"),
+            &admin,
+            json!({"metadata": {"a": "1"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["metadata"]["a"], "1");
+    let (st, v) = cloud.get(&format!("{S}/{id}/metadata/nope"), &admin).await;
+    fault(st, &v, 404, "itemNotFound");
+    let (st, _, v) = cloud
+        .call(
+            Method::PUT,
+            &format!("{S}/{id}"),
+            Some(&admin),
+            Some(json!({"server": {"name": "vm1b"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["server"]["name"], "vm1b");
+    let (_, v) = cloud
+        .get(&format!("{S}/{id}/os-instance-actions"), &admin)
+        .await;
+    let acts: Vec<&str> = v["instanceActions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(acts, ["createImage", "stop", "create"]);
+
+    // Listing: filters, pagination.
+    let s2 = create(&cloud, &admin, "other").await;
+    let (_, v) = cloud.get(&format!("{S}?name=^vm1"), &admin).await;
+    assert_eq!(v["servers"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = cloud
+        .get(&format!("{S}/detail?status=SHUTOFF"), &admin)
+        .await;
+    assert_eq!(v["servers"][0]["id"], id.as_str(), "{v}");
+    let (_, v) = cloud.get(&format!("{S}?limit=1"), &admin).await;
+    assert_eq!(v["servers"][0]["id"], s2["id"], "newest first: {v}");
+    assert!(
+        v["servers_links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .contains("marker="),
+        "{v}"
+    );
+    let (_, v) = cloud
+        .get(
+            &format!("{S}?limit=1&marker={}", s2["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await;
+    assert_eq!(v["servers"][0]["id"], id.as_str(), "{v}");
+    let (st, v) = cloud.get(&format!("{S}?marker=nope"), &admin).await;
+    fault(st, &v, 400, "badRequest");
+
+    // Delete: the node reports it gone, then 404.
+    assert_eq!(
+        cloud.delete(&format!("{S}/{id}"), &admin).await,
+        StatusCode::NO_CONTENT
+    );
+    settle().await;
+    report(&cloud, "n1", &id, VmState::Deleted, None, "delete").await;
+    let (st, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(
+        fault(st, &v, 404, "itemNotFound"),
+        format!("Instance {id} could not be found.")
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_quota_and_isolation() {
+    let cloud = Cloud::new(Preset::Default);
+    add_image(&cloud);
+    let admin = cloud.admin().await;
+    let url = fake_node().await;
+    register(&cloud, "n1", 64 * 1024, &url).await;
+    for (body, needle) in [
+        (
+            json!({"server": {"name": "x", "imageRef": IMAGE}}),
+            "flavorRef",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": "not-a-uuid", "flavorRef": "1"}}),
+            "imageRef",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": IMAGE, "flavorRef": "99"}}),
+            "Flavor 99 could not be found.",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": "11111111-2222-3333-4444-555555555555", "flavorRef": "1"}}),
+            "could not be found",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": IMAGE, "flavorRef": "1", "user_data": "***"}}),
+            "base 64",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": IMAGE, "flavorRef": "1", "key_name": "nope"}}),
+            "Invalid key_name provided.",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": IMAGE, "flavorRef": "1", "bogus": 1}}),
+            "'bogus' was unexpected",
+        ),
+        (
+            json!({"server": {"name": "", "imageRef": IMAGE, "flavorRef": "1"}}),
+            "name",
+        ),
+        (json!({"nope": {}}), "server"),
+    ] {
+        let (st, v) = cloud.post(S, &admin, body.clone()).await;
+        let m = fault(st, &v, 400, "badRequest");
+        assert!(m.contains(needle), "{body} -> {m}");
+    }
+    let (st, v) = cloud.get(&format!("{S}/no-such-server"), &admin).await;
+    fault(st, &v, 404, "itemNotFound");
+
+    // Quota: instances 1 for the admin project.
+    let project = cloud.project(&admin, "p2").await;
+    let admin_project = {
+        let (_, v) = cloud.get("/v3/auth/projects", &admin).await;
+        v["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "admin")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (st, _, _) = cloud
+        .call(
+            Method::PUT,
+            &format!("/compute/v2.1/os-quota-sets/{admin_project}"),
+            Some(&admin),
+            Some(json!({"quota_set": {"instances": 1}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let first = create(&cloud, &admin, "q1").await;
+    let (st, v) = cloud.post(S, &admin, server_body("q2")).await;
+    assert_eq!(
+        fault(st, &v, 403, "forbidden"),
+        "Quota exceeded for instances: Requested 1, but already used 1 of 1 instances"
+    );
+
+    let (_, v) = cloud.get("/compute/v2.1/limits", &admin).await;
+    assert_eq!(v["limits"]["absolute"]["totalInstancesUsed"], 1, "{v}");
+    assert_eq!(v["limits"]["absolute"]["totalRAMUsed"], 512, "{v}");
+
+    // Another project's member sees nothing of it.
+    let u = cloud.user(&admin, "p2-u", "UserPassword12345").await;
+    cloud.grant(&admin, &project, &u, "member").await;
+    let member = cloud.login("p2-u", "UserPassword12345", Some("p2")).await;
+    let fid = first["id"].as_str().unwrap();
+    let (st, v) = cloud.get(&format!("{S}/{fid}"), &member).await;
+    fault(st, &v, 404, "itemNotFound");
+    let (_, v) = cloud.get(&format!("{S}?all_tenants=1"), &member).await;
+    assert_eq!(v["servers"].as_array().unwrap().len(), 0, "{v}");
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{fid}/action"),
+            &member,
+            json!({"os-stop": null}),
+        )
+        .await;
+    fault(st, &v, 404, "itemNotFound");
+    let (_, v) = cloud.get(&format!("{S}?all_tenants=1"), &admin).await;
+    assert_eq!(v["servers"].as_array().unwrap().len(), 1, "{v}");
+
+    // Locked: the member of the same project cannot act; reset-state is admin-only.
+    let s = create(&cloud, &member, "m1").await;
+    let sid = s["id"].as_str().unwrap();
+    report(&cloud, "n1", sid, VmState::Active, None, "spawn").await;
+    let (st, _) = cloud
+        .post(&format!("{S}/{sid}/action"), &admin, json!({"lock": null}))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{sid}/action"),
+            &member,
+            json!({"os-stop": null}),
+        )
+        .await;
+    assert_eq!(
+        fault(st, &v, 409, "conflictingRequest"),
+        format!("Instance {sid} is locked")
+    );
+    let (st, v) = cloud
+        .post(
+            &format!("{S}/{sid}/action"),
+            &member,
+            json!({"os-resetState": {"state": "error"}}),
+        )
+        .await;
+    fault(st, &v, 403, "forbidden");
+
+    // The node protocol refuses a caller without the secret.
+    let s = node_call(
+        &cloud,
+        "/compute/kiln/v1/nodes/n1/heartbeat",
+        json!({"servers": 0}),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let s = node_call(
+        &cloud,
+        "/compute/kiln/v1/nodes/n1/heartbeat",
+        json!({"servers": 0}),
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn failed_builds_retry_elsewhere_then_fault() {
+    let cloud = Cloud::new(Preset::Default);
+    add_image(&cloud);
+    let admin = cloud.admin().await;
+    let url = fake_node().await;
+    register(&cloud, "n1", 64 * 1024, &url).await;
+    register(&cloud, "n2", 32 * 1024, &url).await;
+    let s = create(&cloud, &admin, "flaky").await;
+    let id = s["id"].as_str().unwrap().to_string();
+    let first = s["OS-EXT-SRV-ATTR:host"].as_str().unwrap().to_string();
+    assert_eq!(first, "n1", "spread: most free RAM");
+    report(
+        &cloud,
+        "n1",
+        &id,
+        VmState::Error,
+        Some("disk full"),
+        "spawn",
+    )
+    .await;
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["OS-EXT-SRV-ATTR:host"], "n2", "{v}");
+    assert_eq!(v["server"]["status"], "BUILD");
+    // A late report from the first node is ignored.
+    report(&cloud, "n1", &id, VmState::Active, None, "spawn").await;
+    report(
+        &cloud,
+        "n2",
+        &id,
+        VmState::Error,
+        Some("no memory"),
+        "spawn",
+    )
+    .await;
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["status"], "ERROR", "{v}");
+    assert!(
+        v["server"]["fault"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no memory"),
+        "{v}"
+    );
+    assert_eq!(v["server"]["fault"]["code"], 500);
+    // Its claims are released everywhere.
+    let store = cloud.state.identity.store().clone();
+    let r = store.read().unwrap();
+    for n in NODES.values(&*r).unwrap() {
+        assert_eq!(n.used_ram_mb, 0, "{n:?}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_over_commit() {
+    let cloud = Cloud::new(Preset::Default);
+    add_image(&cloud);
+    let admin = cloud.admin().await;
+    let url = fake_node().await;
+    // 1024 MiB × 1.5 RAM ratio: exactly three m1.tiny (512 MiB).
+    register(&cloud, "small", 1024, &url).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = cloud.app.clone();
+        let token = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let req = axum::http::Request::post(S)
+                .header("x-auth-token", token)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    server_body(&format!("c{i}")).to_string(),
+                ))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::ACCEPTED);
+    }
+    let (_, v) = cloud.get(&format!("{S}/detail"), &admin).await;
+    let list = v["servers"].as_array().unwrap();
+    assert_eq!(list.len(), 8);
+    let placed = list.iter().filter(|s| s["status"] == "BUILD").count();
+    let failed: Vec<&Value> = list.iter().filter(|s| s["status"] == "ERROR").collect();
+    assert_eq!(placed, 3, "{v}");
+    assert_eq!(failed.len(), 5);
+    assert!(failed[0]["fault"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("No valid host was found."));
+    let store = cloud.state.identity.store().clone();
+    let r = store.read().unwrap();
+    let n = NODES.get(&*r, "small").unwrap().unwrap();
+    assert_eq!(n.used_ram_mb, 1536);
+}

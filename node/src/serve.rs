@@ -1,0 +1,202 @@
+//! Starting node agents: `kiln-node serve` runs N simulated nodes against a
+//! controller (ids and host names `sim-0..N-1`, ONE listener for all of them,
+//! the node id in the path), and `kiln-node up` uses the same to run one node in
+//! the all-in-one process.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kiln_controller::compute::servers::link::HEARTBEAT_SECS;
+use kiln_controller::protocol::{load_or_create_secret, NODE_PREFIX};
+use tokio::net::TcpListener;
+
+use crate::agent::api::{router, NodeApi};
+use crate::agent::{Agent, NodeIdentity};
+use crate::driver::Capacity;
+use crate::sim::{SimDelays, SimDriver};
+
+/// Which driver runs the guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverKind {
+    /// Simulated guests (no VMs; realistic delays).
+    Sim,
+    /// Real KVM guests (issue 8; not built yet).
+    Kvm,
+}
+
+/// Options shared by `serve` and `up` for the nodes this process runs.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The guest driver.
+    #[arg(long, value_enum, default_value = "sim")]
+    pub driver: DriverKind,
+    /// Simulated operation time in ms (spawn; other actions a third). Default:
+    /// spawn 300 ms, actions 100 ms. 0 for benchmarks.
+    #[arg(long)]
+    pub sim_delay_ms: Option<u64>,
+    /// vCPUs each simulated node offers.
+    #[arg(long, default_value_t = 64)]
+    pub node_vcpus: u64,
+    /// RAM (MiB) each simulated node offers.
+    #[arg(long, default_value_t = 262_144)]
+    pub node_ram_mb: u64,
+    /// Disk (GiB) each simulated node offers.
+    #[arg(long, default_value_t = 4096)]
+    pub node_disk_gb: u64,
+    /// Availability zone of the nodes.
+    #[arg(long, default_value = "nova")]
+    pub az: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The controller's base URL (e.g. http://10.0.0.1:5000).
+    #[arg(long)]
+    pub controller: String,
+    /// How many simulated nodes to run in this process.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// Where the node API listens (one listener for all nodes).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// The URL the controller reaches this listener at (default: http://<bound address>).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// The shared node secret file (the controller's DATA_DIR/node-secret).
+    #[arg(long, env = "KILN_NODE_SECRET_FILE")]
+    pub secret_file: PathBuf,
+    /// Node id / host name prefix.
+    #[arg(long, default_value = "sim")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Running agents and the address of their listener.
+pub struct Nodes {
+    pub agents: Vec<Arc<Agent>>,
+    pub addr: SocketAddr,
+}
+
+/// Where and how many nodes to start.
+pub struct Start<'a> {
+    pub controller: &'a str,
+    pub secret: &'a str,
+    pub listen: &'a str,
+    pub advertise: Option<&'a str>,
+    pub prefix: &'a str,
+    pub count: usize,
+    pub args: &'a NodeArgs,
+    /// Where the simulated driver creates sparse volume files.
+    pub volume_dir: Option<PathBuf>,
+}
+
+/// Binds the node listener, starts `count` agents, registers each (waiting for
+/// the controller), and starts their heartbeats.
+pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
+    let Start {
+        controller,
+        secret,
+        listen,
+        advertise,
+        prefix,
+        count,
+        args,
+        volume_dir,
+    } = s;
+    if args.driver == DriverKind::Kvm {
+        anyhow::bail!("the kvm driver is not built yet (issue 8); use --driver sim");
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let base = advertise
+        .map(|a| a.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let delays = args
+        .sim_delay_ms
+        .map(SimDelays::uniform)
+        .unwrap_or_else(SimDelays::default_delays);
+    let cap = Capacity {
+        vcpus: args.node_vcpus,
+        ram_mb: args.node_ram_mb,
+        disk_gb: args.node_disk_gb,
+    };
+    let mut agents = Vec::new();
+    let mut map = HashMap::new();
+    for i in 0..count {
+        let node_id = format!("{prefix}-{i}");
+        let driver = Arc::new(SimDriver::new(&node_id, cap, delays, volume_dir.clone()));
+        let agent = Agent::new(
+            NodeIdentity {
+                node_id: node_id.clone(),
+                host: node_id.clone(),
+                az: args.az.clone(),
+                url: format!("{base}{NODE_PREFIX}/{node_id}"),
+            },
+            controller,
+            secret,
+            driver,
+        );
+        map.insert(node_id, agent.clone());
+        agents.push(agent);
+    }
+    let app = router(NodeApi {
+        agents: Arc::new(map),
+        secret: Arc::new(secret.to_string()),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "node API stopped");
+        }
+    });
+    for a in &agents {
+        let r = a.join().await;
+        let every = Duration::from_secs(r.heartbeat_secs.clamp(1, HEARTBEAT_SECS * 6));
+        tokio::spawn(a.clone().heartbeat_loop(every));
+    }
+    Ok(Nodes { agents, addr })
+}
+
+/// `kiln-node serve`: runs until SIGINT/SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let dir = args
+        .secret_file
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let secret = if args.secret_file.exists() {
+        std::fs::read_to_string(&args.secret_file)
+            .with_context(|| format!("cannot read {}", args.secret_file.display()))?
+            .trim()
+            .to_string()
+    } else {
+        load_or_create_secret(&dir)?
+    };
+    let nodes = start(Start {
+        controller: &args.controller,
+        secret: &secret,
+        listen: &args.listen,
+        advertise: args.advertise_url.as_deref(),
+        prefix: &args.prefix,
+        count: args.count,
+        args: &args.node,
+        volume_dir: None,
+    })
+    .await?;
+    println!(
+        "kiln: {} {:?} node(s) registered with {}, serving on {}",
+        nodes.agents.len(),
+        args.node.driver,
+        args.controller,
+        nodes.addr
+    );
+    kiln_controller::server::shutdown_signal().await;
+    Ok(())
+}

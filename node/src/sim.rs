@@ -1,0 +1,295 @@
+//! The simulated driver: no guests, realistic delays (configurable; 0 for
+//! benchmarks), a synthesised console log per server, and real sparse files for
+//! volumes when a volume directory is given. Metadata `kiln-sim:fail=spawn` makes
+//! a build fail (to exercise retries and faults).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kiln_controller::protocol::{Action, Spawn};
+
+use crate::driver::{Capacity, Driver, DriverError, DriverFuture, DriverResult};
+
+/// How long the simulated operations take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimDelays {
+    pub spawn: Duration,
+    pub action: Duration,
+}
+
+impl SimDelays {
+    /// Defaults: spawn 300 ms, other actions 100 ms.
+    pub fn default_delays() -> Self {
+        SimDelays {
+            spawn: Duration::from_millis(300),
+            action: Duration::from_millis(100),
+        }
+    }
+
+    /// One figure for everything (`--sim-delay-ms`): spawn takes it, other actions
+    /// a third of it.
+    pub fn uniform(ms: u64) -> Self {
+        SimDelays {
+            spawn: Duration::from_millis(ms),
+            action: Duration::from_millis(ms / 3),
+        }
+    }
+}
+
+struct SimVm {
+    name: String,
+    console: Vec<String>,
+    boots: u32,
+}
+
+pub struct SimDriver {
+    host: String,
+    capacity: Capacity,
+    delays: SimDelays,
+    volume_dir: Option<PathBuf>,
+    vms: Mutex<HashMap<String, SimVm>>,
+}
+
+impl SimDriver {
+    pub fn new(
+        host: &str,
+        capacity: Capacity,
+        delays: SimDelays,
+        volume_dir: Option<PathBuf>,
+    ) -> Self {
+        SimDriver {
+            host: host.to_string(),
+            capacity,
+            delays,
+            volume_dir,
+            vms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_vm<R>(&self, id: &str, f: impl FnOnce(&mut SimVm) -> R) -> DriverResult<R> {
+        let mut vms = self
+            .vms
+            .lock()
+            .map_err(|_| DriverError::Failed("sim state poisoned".into()))?;
+        let vm = vms
+            .get_mut(id)
+            .ok_or_else(|| DriverError::Unknown(id.to_string()))?;
+        Ok(f(vm))
+    }
+
+    fn boot_log(&self, vm: &mut SimVm, spec_ips: &[String]) {
+        vm.boots += 1;
+        let n = vm.boots;
+        let host = &self.host;
+        let name = vm.name.clone();
+        vm.console.extend([
+            format!("[    0.000000] Linux version 6.1.0-kiln-sim (boot {n}) on {host}"),
+            "[    0.000000] Command line: console=ttyS0 root=/dev/vda1".to_string(),
+            "[    0.412345] virtio_blk virtio1: [vda] 2097152 512-byte logical blocks".to_string(),
+            "[    0.523456] virtio_net virtio0 eth0: link up".to_string(),
+            format!("cloud-init: hostname set to {name}"),
+        ]);
+        for ip in spec_ips {
+            vm.console
+                .push(format!("cloud-init: eth0 has address {ip}"));
+        }
+        vm.console.push(format!("{name} login: "));
+    }
+
+    fn make_volumes(&self, spec: &Spawn) -> DriverResult<()> {
+        let Some(dir) = &self.volume_dir else {
+            return Ok(());
+        };
+        for v in &spec.volumes {
+            let path = v
+                .path
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.join(format!("{}.img", v.volume_id)));
+            if !path.exists() {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let f = std::fs::File::create(&path)?;
+                f.set_len(v.size_gb << 30)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Driver for SimDriver {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    fn spawn<'a>(&'a self, spec: &'a Spawn) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.delays.spawn.is_zero() {
+                tokio::time::sleep(self.delays.spawn).await;
+            }
+            if spec.metadata.get("kiln-sim:fail").map(String::as_str) == Some("spawn") {
+                return Err(DriverError::Failed(format!(
+                    "simulated build failure on {}",
+                    self.host
+                )));
+            }
+            self.make_volumes(spec)?;
+            let mut vm = SimVm {
+                name: spec.name.clone(),
+                console: Vec::new(),
+                boots: 0,
+            };
+            let ips: Vec<String> = spec.ports.iter().flat_map(|p| p.ips.clone()).collect();
+            self.boot_log(&mut vm, &ips);
+            let mut vms = self
+                .vms
+                .lock()
+                .map_err(|_| DriverError::Failed("sim state poisoned".into()))?;
+            vms.insert(spec.server_id.clone(), vm);
+            Ok(())
+        })
+    }
+
+    fn act<'a>(&'a self, id: &'a str, action: &'a Action) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            self.with_vm(id, |_| ())?;
+            if !self.delays.action.is_zero() {
+                tokio::time::sleep(self.delays.action).await;
+            }
+            self.with_vm(id, |vm| match action {
+                Action::Start | Action::Reboot { .. } | Action::Rebuild { .. } => {
+                    if matches!(action, Action::Rebuild { .. }) {
+                        vm.console.push("rebuild: root disk replaced".into());
+                    }
+                    let ips = Vec::new();
+                    self.boot_log(vm, &ips);
+                }
+                Action::Stop => vm.console.push("reboot: Power down".into()),
+                other => vm.console.push(format!("kiln-sim: {}", other.name())),
+            })
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.delays.action.is_zero() {
+                tokio::time::sleep(self.delays.action).await;
+            }
+            let mut vms = self
+                .vms
+                .lock()
+                .map_err(|_| DriverError::Failed("sim state poisoned".into()))?;
+            vms.remove(id);
+            Ok(())
+        })
+    }
+
+    fn console(&self, id: &str, lines: Option<u64>) -> DriverResult<String> {
+        self.with_vm(id, |vm| {
+            let skip = match lines {
+                Some(n) => vm.console.len().saturating_sub(n as usize),
+                None => 0,
+            };
+            let mut out = vm.console[skip..].join("\n");
+            out.push('\n');
+            out
+        })
+    }
+
+    fn adopt(&self, spec: &Spawn, running: bool) -> DriverResult<()> {
+        let mut vm = SimVm {
+            name: spec.name.clone(),
+            console: vec!["kiln-sim: adopted after a node restart".into()],
+            boots: 0,
+        };
+        if running {
+            let ips: Vec<String> = spec.ports.iter().flat_map(|p| p.ips.clone()).collect();
+            self.boot_log(&mut vm, &ips);
+        }
+        let mut vms = self
+            .vms
+            .lock()
+            .map_err(|_| DriverError::Failed("sim state poisoned".into()))?;
+        vms.insert(spec.server_id.clone(), vm);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use kiln_controller::protocol::{FlavorSpec, VolumeSpec};
+
+    use super::*;
+
+    fn spec(fail: bool, volumes: Vec<VolumeSpec>) -> Spawn {
+        let mut metadata = BTreeMap::new();
+        if fail {
+            metadata.insert("kiln-sim:fail".to_string(), "spawn".to_string());
+        }
+        Spawn {
+            server_id: "s1".into(),
+            name: "vm1".into(),
+            flavor: FlavorSpec {
+                id: "1".into(),
+                vcpus: 1,
+                ram_mb: 512,
+                disk_gb: 1,
+                ephemeral_gb: 0,
+                swap_mb: 0,
+            },
+            image: None,
+            ports: vec![],
+            volumes,
+            user_data: None,
+            key: None,
+            metadata,
+        }
+    }
+
+    #[tokio::test]
+    async fn console_volumes_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Capacity {
+            vcpus: 4,
+            ram_mb: 4096,
+            disk_gb: 100,
+        };
+        let d = SimDriver::new(
+            "sim-0",
+            cap,
+            SimDelays::uniform(0),
+            Some(dir.path().to_path_buf()),
+        );
+        let vols = vec![VolumeSpec {
+            volume_id: "v1".into(),
+            device: "/dev/vdb".into(),
+            size_gb: 2,
+            path: None,
+        }];
+        d.spawn(&spec(false, vols)).await.unwrap();
+        let meta = std::fs::metadata(dir.path().join("v1.img")).unwrap();
+        assert_eq!(meta.len(), 2 << 30);
+        let all = d.console("s1", None).unwrap();
+        assert!(all.contains("vm1 login:"), "{all}");
+        assert_eq!(d.console("s1", Some(1)).unwrap(), "vm1 login: \n");
+        d.act("s1", &Action::Reboot { hard: true }).await.unwrap();
+        assert!(d.console("s1", None).unwrap().contains("boot 2"));
+        d.delete("s1").await.unwrap();
+        assert!(matches!(
+            d.console("s1", None),
+            Err(DriverError::Unknown(_))
+        ));
+        assert!(d.spawn(&spec(true, vec![])).await.is_err());
+        assert!(d.act("s1", &Action::Stop).await.is_err());
+    }
+}
