@@ -106,7 +106,7 @@ impl Compute {
         Ok(())
     }
 
-    /// What the caller uses now (servers are not built yet: only key pairs count).
+    /// What the caller uses now (servers are not built yet: key pairs and server groups count).
     pub fn usage(&self, who: &Who) -> ApiResult<BTreeMap<String, i64>> {
         let r = self.store.read()?;
         let keypairs = KEYPAIRS.scan(&*r, &format!("{}|", who.user_id))?.len() as i64;
@@ -115,6 +115,14 @@ impl Compute {
             .map(|(k, _)| (k.to_string(), 0))
             .collect();
         u.insert("key_pairs".into(), keypairs);
+        if let Some(p) = &who.project {
+            let groups = super::tables::SERVER_GROUPS
+                .values(&*r)?
+                .iter()
+                .filter(|g| &g.project_id == p)
+                .count() as i64;
+            u.insert("server_groups".into(), groups);
+        }
         Ok(u)
     }
 }

@@ -6,8 +6,12 @@
 
 mod faults;
 mod flavors;
+mod hypervisors;
 mod keypairs;
 mod misc;
+mod server_groups;
+mod services;
+mod usage;
 mod versions;
 pub mod views;
 
@@ -23,10 +27,6 @@ use crate::error::ApiError;
 /// Compute resources the API reference lists that kiln does not serve yet: 501.
 const PENDING: &[&str] = &[
     "servers",
-    "os-hypervisors",
-    "os-services",
-    "os-server-groups",
-    "os-simple-tenant-usage",
     "os-aggregates",
     "os-migrations",
     "os-server-external-events",
@@ -42,7 +42,11 @@ pub fn router() -> Router<AppState> {
     let mut versioned = Router::new()
         .merge(flavors::router())
         .merge(keypairs::router())
-        .merge(misc::router());
+        .merge(misc::router())
+        .merge(services::router())
+        .merge(hypervisors::router())
+        .merge(server_groups::router())
+        .merge(usage::router());
     for p in PENDING {
         versioned = versioned
             .route(&format!("/compute/v2.1/{p}"), any(pending))
