@@ -277,7 +277,7 @@ async fn volume_lifecycle_shapes_and_actions() {
             json!({"volume": {"size": 1, "imageRef": "abc"}}),
         )
         .await;
-    cinder_error(s, &e, 501, "notImplemented");
+    cinder_error(s, &e, 400, "badRequest");
     let (s, e) = c
         .post(
             &format!("{V}/volumes"),

@@ -127,6 +127,24 @@ impl Compute {
         Ok(f)
     }
 
+    /// 2.55's `PUT /flavors/{id}`: only the description changes (admin).
+    pub fn update_flavor_description(
+        &self,
+        who: &Who,
+        id: &str,
+        description: Option<String>,
+    ) -> ApiResult<Flavor> {
+        if !who.admin {
+            return Err(policy("os_compute_api:os-flavor-manage:update"));
+        }
+        let mut w = self.store.write()?;
+        let mut f = FLAVORS.get(w.as_read(), id)?.ok_or_else(|| not_found(id))?;
+        f.description = description;
+        FLAVORS.put(&mut *w, id, &f)?;
+        w.commit()?;
+        Ok(f)
+    }
+
     pub fn delete_flavor(&self, who: &Who, id: &str) -> ApiResult<()> {
         if !who.admin {
             return Err(policy("os_compute_api:os-flavor-manage:delete"));

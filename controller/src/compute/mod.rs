@@ -9,8 +9,11 @@ pub mod keypairs;
 pub mod model;
 pub mod nodes;
 pub mod quotas;
+pub mod server_groups;
 pub mod servers;
+pub mod services;
 pub mod tables;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -42,13 +45,18 @@ impl Who {
 
 pub struct Compute {
     store: Arc<dyn Store>,
+    /// What the extras (usage, hypervisor servers) read about servers.
+    directory: std::sync::RwLock<Arc<dyn usage::ServerDirectory>>,
 }
 
 impl Compute {
     /// Opens the service; a new cloud gets the default flavors (m1.tiny ..
     /// m1.xlarge) in one transaction.
     pub fn open(store: Arc<dyn Store>) -> ApiResult<Self> {
-        let c = Compute { store };
+        let c = Compute {
+            store,
+            directory: std::sync::RwLock::new(Arc::new(usage::NoServers)),
+        };
         c.seed_flavors()?;
         Ok(c)
     }

@@ -106,7 +106,8 @@ impl Compute {
         Ok(())
     }
 
-    /// What the caller uses now: key pairs, and the servers' instances/cores/ram.
+    /// What the caller uses now: key pairs, server groups, and the servers'
+    /// instances/cores/ram.
     pub fn usage(&self, who: &Who) -> ApiResult<BTreeMap<String, i64>> {
         let r = self.store.read()?;
         let keypairs = KEYPAIRS.scan(&*r, &format!("{}|", who.user_id))?.len() as i64;
@@ -122,6 +123,12 @@ impl Compute {
             u.insert("instances".into(), used.instances);
             u.insert("cores".into(), used.cores);
             u.insert("ram".into(), used.ram);
+            let groups = super::tables::SERVER_GROUPS
+                .values(&*r)?
+                .iter()
+                .filter(|g| &g.project_id == p)
+                .count() as i64;
+            u.insert("server_groups".into(), groups);
         }
         Ok(u)
     }

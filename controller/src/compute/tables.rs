@@ -1,6 +1,8 @@
 //! The compute service's tables.
 
 use super::model::{Flavor, Keypair, QuotaOverrides};
+use super::server_groups::ServerGroup;
+use super::services::ServiceRecord;
 use crate::scheduler::NodeState;
 use crate::store::Table;
 
@@ -17,3 +19,7 @@ pub const QUOTAS: Table<QuotaOverrides> = Table::new("compute.quotas");
 pub const META: Table<String> = Table::new("compute.meta");
 /// node id → capacity, claims and last heartbeat.
 pub const NODES: Table<NodeState> = Table::new("compute.nodes");
+/// `binary|host` → service record (ids, disabled reason, forced down).
+pub const SERVICES: Table<ServiceRecord> = Table::new("compute.services");
+/// group id → server group.
+pub const SERVER_GROUPS: Table<ServerGroup> = Table::new("compute.server_groups");

@@ -3,6 +3,8 @@
 //! an option). The claim that applies the choice lives in
 //! [`crate::compute::nodes`], in the same write transaction that reads the nodes.
 
+pub mod affinity;
+
 use serde::{Deserialize, Serialize};
 
 /// A node's capacity and what is claimed on it.

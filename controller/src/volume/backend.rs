@@ -1,8 +1,9 @@
 //! Where volume bytes live: a small trait, and sparse files in a directory.
 
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::path::PathBuf;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 
 const GIB: u64 = 1 << 30;
 
@@ -13,6 +14,9 @@ pub trait VolumeBackend: Send + Sync + 'static {
     /// A copy of another volume or snapshot (`source` is its id), grown to `size_gb`.
     fn clone_from(&self, source: &str, id: &str, size_gb: u64) -> io::Result<()>;
     fn extend(&self, id: &str, size_gb: u64) -> io::Result<()>;
+    /// A volume of `size_gb` holding the bytes of the file at `src` (an image)
+    /// from offset 0; the rest stays zero.
+    fn create_from_file(&self, id: &str, src: &Path, size_gb: u64) -> io::Result<()>;
     /// Removes a volume or snapshot; absent is fine.
     fn delete(&self, id: &str) -> io::Result<()>;
     /// The allocated size in bytes (tests and metrics).
@@ -62,6 +66,48 @@ impl VolumeBackend for FileBackend {
         f.sync_all()
     }
 
+    fn create_from_file(&self, id: &str, src: &Path, size_gb: u64) -> io::Result<()> {
+        let mut input = File::open(src)?;
+        if input.metadata()?.len() > size_gb * GIB {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the image is larger than the volume",
+            ));
+        }
+        fs::create_dir_all(&self.dir)?;
+        let path = self.path(id)?;
+        let out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        out.set_len(size_gb * GIB)?;
+        // Copy in blocks, skipping all-zero ones so the file stays sparse.
+        let mut buf = vec![0u8; 1 << 20];
+        let mut offset = 0u64;
+        loop {
+            let mut filled = 0;
+            while filled < buf.len() {
+                let n = input.read(&mut buf[filled..])?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            let chunk = &buf[..filled];
+            if chunk.iter().any(|b| *b != 0) {
+                out.write_all_at(chunk, offset)?;
+            }
+            offset += filled as u64;
+            if filled < buf.len() {
+                break;
+            }
+        }
+        out.sync_all()
+    }
+
     fn delete(&self, id: &str) -> io::Result<()> {
         match fs::remove_file(self.path(id)?) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -94,6 +140,21 @@ mod tests {
         assert_eq!(b.len("b").unwrap(), 4 * GIB);
         assert!(b.create("a", 1).is_err());
         assert!(b.create("../x", 1).is_err());
+        // From an image file: the bytes at offset 0, zeros after, still sparse.
+        let img = dir.path().join("img");
+        let mut data = vec![0u8; 3 << 20];
+        data[..5].copy_from_slice(b"kiln!");
+        data[(3 << 20) - 1] = 7;
+        fs::write(&img, &data).unwrap();
+        b.create_from_file("c", &img, 1).unwrap();
+        assert_eq!(b.len("c").unwrap(), GIB);
+        let got = fs::read(dir.path().join("v/c.raw")).unwrap();
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert!(got[data.len()..].iter().all(|b| *b == 0));
+        let blocks = fs::metadata(dir.path().join("v/c.raw")).unwrap().blocks();
+        assert!(blocks < 8192, "not sparse: {blocks} blocks");
+        fs::write(&img, vec![1u8; 10]).unwrap();
+        assert!(b.create_from_file("c", &img, 1).is_err(), "exists");
         b.delete("a").unwrap();
         b.delete("a").unwrap();
         assert!(b.len("a").is_err());

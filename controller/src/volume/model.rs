@@ -33,6 +33,9 @@ pub struct Volume {
     pub multiattach: bool,
     pub created_at: String,
     pub updated_at: Option<String>,
+    /// `volume_image_metadata` of a volume made from an image (or a copy of one).
+    #[serde(default)]
+    pub image_metadata: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

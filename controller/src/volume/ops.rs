@@ -312,7 +312,23 @@ pub struct VolumeCreate {
 pub enum Source {
     Blank,
     Copy(String),
+    /// The bytes of an image file.
+    Image(std::path::PathBuf),
 }
+
+/// An image a volume is made from, resolved (and access-checked) by the caller.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    pub id: String,
+    /// The image's data file.
+    pub path: std::path::PathBuf,
+    pub size_bytes: u64,
+    pub min_disk_gb: u64,
+    /// What the volume shows as `volume_image_metadata` (string values).
+    pub metadata: Map<String, Value>,
+}
+
+const GIB: u64 = 1 << 30;
 
 fn size_of(v: &Option<Value>) -> VolResult<Option<u64>> {
     match v {
@@ -348,15 +364,38 @@ fn check_metadata(m: &Map<String, Value>) -> VolResult<()> {
 }
 
 /// Records a new volume in `creating`; the caller then runs [`finish_create`].
+/// A body with `imageRef` needs [`create_volume_from`] (the image resolved).
 pub fn create_volume(
     store: &dyn Store,
     ctx: &VCtx,
     b: VolumeCreate,
 ) -> VolResult<(Volume, Source)> {
+    create_volume_from(store, ctx, b, None)
+}
+
+/// [`create_volume`], with the image named by `imageRef` already resolved: the
+/// volume is at least as large as the image (and its `min_disk`), bootable, and
+/// carries `volume_image_metadata`.
+pub fn create_volume_from(
+    store: &dyn Store,
+    ctx: &VCtx,
+    b: VolumeCreate,
+    image: Option<ImageSource>,
+) -> VolResult<(Volume, Source)> {
     ctx.write_ok()?;
-    if b.image_ref.is_some() {
-        return Err(VolError::NotImplemented(
-            "Creating a volume from an image is not implemented in kiln yet (it waits for the image service).".into(),
+    let image = match (&b.image_ref, image) {
+        (Some(r), Some(i)) if *r == i.id => Some(i),
+        (Some(_), _) => {
+            return Err(VolError::BadRequest(
+                "Invalid image identifier or unable to access requested image.".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    if image.is_some() && (b.snapshot_id.is_some() || b.source_volid.is_some()) {
+        return Err(VolError::BadRequest(
+            "Invalid input received: only one of imageRef, snapshot_id and source_volid may be given."
+                .into(),
         ));
     }
     if b.backup_id.is_some() {
@@ -414,7 +453,25 @@ pub fn create_volume(
                     Some(v.id.clone()),
                 )
             }
-            (None, None) => (asked.ok_or_else(bad_size)?, Source::Blank, None, None),
+            (None, None) => match &image {
+                Some(i) => {
+                    let need = i.size_bytes.div_ceil(GIB).max(1);
+                    let size = asked.unwrap_or(need.max(i.min_disk_gb));
+                    if size < need {
+                        return Err(VolError::BadRequest(format!(
+                            "Invalid input received: Size of specified image {need}GB is larger than volume size {size}GB."
+                        )));
+                    }
+                    if size < i.min_disk_gb {
+                        return Err(VolError::BadRequest(format!(
+                            "Invalid input received: Volume size {size}GB cannot be smaller than the image minDisk size {}GB.",
+                            i.min_disk_gb
+                        )));
+                    }
+                    (size, Source::Image(i.path.clone()), None, None)
+                }
+                None => (asked.ok_or_else(bad_size)?, Source::Blank, None, None),
+            },
         };
         if let Source::Copy(_) = &source {
             let min = match (&snapshot_id, &source_volid) {
@@ -439,16 +496,28 @@ pub fn create_volume(
             "gigabytes",
             i64::try_from(size).unwrap_or(i64::MAX),
         )?;
-        let bootable = match &snapshot_id {
-            Some(s) => SNAPSHOTS
-                .get(w.as_read(), s)?
-                .and_then(|s| VOLUMES.get(w.as_read(), &s.volume_id).ok().flatten())
-                .is_some_and(|v| v.bootable),
-            None => match &source_volid {
-                Some(v) => VOLUMES.get(w.as_read(), v)?.is_some_and(|v| v.bootable),
-                None => false,
-            },
+        let from = snapshot_id
+            .as_ref()
+            .and_then(|s| SNAPSHOTS.get(w.as_read(), s).ok().flatten())
+            .map(|s| s.volume_id)
+            .or_else(|| source_volid.clone());
+        let image_metadata = match &image {
+            Some(i) => Some(i.metadata.clone()),
+            None => from
+                .and_then(|v| VOLUMES.get(w.as_read(), &v).ok().flatten())
+                .and_then(|v| v.image_metadata),
         };
+        let bootable = image.is_some()
+            || match &snapshot_id {
+                Some(s) => SNAPSHOTS
+                    .get(w.as_read(), s)?
+                    .and_then(|s| VOLUMES.get(w.as_read(), &s.volume_id).ok().flatten())
+                    .is_some_and(|v| v.bootable),
+                None => match &source_volid {
+                    Some(v) => VOLUMES.get(w.as_read(), v)?.is_some_and(|v| v.bootable),
+                    None => false,
+                },
+            };
         let v = Volume {
             id: uuid::Uuid::new_v4().to_string(),
             name: b.name.clone(),
@@ -467,6 +536,7 @@ pub fn create_volume(
             multiattach: b.multiattach.unwrap_or(false),
             created_at: now(),
             updated_at: None,
+            image_metadata,
         };
         VOLUMES.put(w, &v.id, &v)?;
         Ok((v, source))
@@ -489,6 +559,7 @@ pub fn finish_create(
     let result = match source {
         Source::Blank => backend.create(id, v.size),
         Source::Copy(from) => backend.clone_from(from, id, v.size),
+        Source::Image(path) => backend.create_from_file(id, path, v.size),
     };
     if let Err(e) = &result {
         tracing::error!(volume = id, error = %e, "volume backend failed to create the volume");

@@ -22,7 +22,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/compute/v2.1/flavors", get(list).post(create))
         .route("/compute/v2.1/flavors/detail", get(detail))
-        .route("/compute/v2.1/flavors/{id}", get(show).delete(remove))
+        .route(
+            "/compute/v2.1/flavors/{id}",
+            get(show).put(update).delete(remove),
+        )
         .route("/compute/v2.1/flavors/{id}/action", post(action))
         .route("/compute/v2.1/flavors/{id}/os-flavor-access", get(access))
         .route(
@@ -149,6 +152,42 @@ async fn create(
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let f = blocking(move || compute.create_flavor(&who, &flavor)).await?;
+    Ok(axum::Json(
+        json!({"flavor": views::flavor(&base, &f, mv, true)}),
+    ))
+}
+
+/// 2.55: `PUT /flavors/{id}` with `{"flavor": {"description": ...}}` (405 before).
+async fn update(
+    State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
+    Caller(caller): Caller,
+    mv: Microversion,
+    Path(id): Path<String>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<axum::Json<Value>> {
+    if !mv.at_least(55) {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "The method PUT is not allowed for the resource /compute/v2.1/flavors/{id}."
+        )));
+    }
+    let description = match body.get("flavor") {
+        Some(Value::Object(f)) if f.len() == 1 => match f.get("description") {
+            Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= 65535 => Some(s.clone()),
+            _ => return Err(ApiError::BadRequest(
+                "Invalid input for field/attribute flavor. Value: 'description' is a required property".into(),
+            )),
+        },
+        _ => {
+            return Err(ApiError::BadRequest(
+                "Invalid input for field/attribute flavor. Value: 'description' is a required property".into(),
+            ))
+        }
+    };
+    let who = Who::of(&caller);
+    let compute = state.services.compute.clone();
+    let f = blocking(move || compute.update_flavor_description(&who, &id, description)).await?;
     Ok(axum::Json(
         json!({"flavor": views::flavor(&base, &f, mv, true)}),
     ))

@@ -1,5 +1,6 @@
 //! `/os-keypairs`: import or generate (the private key is in the create answer
-//! only), list, show, delete; `key_pairs` quota enforced.
+//! only; generation is gone at 2.92), list (`limit`/`marker` from 2.35), show,
+//! delete; `type` from 2.2 (and 201/204 instead of 200/202); `key_pairs` quota.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,7 +9,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::views;
-use crate::api::extract::{Caller, Json, Path, QueryParams};
+use crate::api::extract::{BaseUrl, Caller, Json, Path, QueryParams};
 use crate::app::AppState;
 use crate::compute::Who;
 use crate::error::{ApiError, ApiResult};
@@ -35,7 +36,7 @@ async fn create(
     Caller(caller): Caller,
     mv: Microversion,
     Json(body): Json<Map<String, Value>>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let Some(Value::Object(kp)) = body.get("keypair") else {
         return Err(ApiError::BadRequest(
             "Invalid input for field/attribute keypair. Value: 'keypair' is a required property"
@@ -70,6 +71,26 @@ async fn create(
             ))
         }
     };
+    match kp.get("type") {
+        None => {}
+        Some(Value::String(t)) if t == "ssh" => {}
+        Some(Value::String(t)) if t == "x509" => {
+            return Err(ApiError::NotImplemented(
+                "x509 keypairs are not implemented in kiln; use type ssh.".into(),
+            ))
+        }
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+            "Invalid input for field/attribute type. Value: {v}. {v} is not one of ['ssh', 'x509']"
+        )))
+        }
+    }
+    if mv.at_least(92) && public_key.is_none() {
+        return Err(ApiError::BadRequest(
+            "Invalid input for field/attribute keypair. Value: 'public_key' is a required property"
+                .into(),
+        ));
+    }
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let created = blocking(move || {
@@ -77,27 +98,69 @@ async fn create(
         compute.create_keypair(&who, &name, public_key.as_deref(), limit)
     })
     .await?;
-    Ok(axum::Json(json!({
-        "keypair": views::keypair_created(&created.keypair, created.private_key.as_deref())
-    })))
+    let status = if mv.at_least(2) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(json!({
+            "keypair": views::keypair_created(&created.keypair, created.private_key.as_deref(), mv)
+        })),
+    ))
 }
 
 async fn list(
     State(state): State<AppState>,
+    BaseUrl(base): BaseUrl,
     Caller(caller): Caller,
     mv: Microversion,
     q: QueryParams,
 ) -> ApiResult<axum::Json<Value>> {
     let user = user_param(&q, mv);
-    let list = state
+    let mut list = state
         .services
         .compute
         .keypairs(&Who::of(&caller), user.as_deref())?;
+    let mut links = None;
+    if mv.at_least(35) {
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(m) = q.get("marker") {
+            let pos = list
+                .iter()
+                .position(|k| k.name == m)
+                .ok_or_else(|| ApiError::BadRequest(format!("marker [{m}] not found")))?;
+            list.drain(..=pos);
+        }
+        if let Some(l) = q.get("limit") {
+            let l: usize = l.parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "Invalid input for query parameters limit. Value: {l}. '{l}' does not match '^[0-9]*$'"
+                ))
+            })?;
+            list.truncate(l);
+            if let (true, Some(last)) = (l > 0 && list.len() == l, list.last()) {
+                let mut href = format!(
+                    "{base}/compute/v2.1/os-keypairs?limit={l}&marker={}",
+                    last.name
+                );
+                if let Some(u) = &user {
+                    href.push_str(&format!("&user_id={u}"));
+                }
+                links = Some(json!([{"rel": "next", "href": href}]));
+            }
+        }
+    }
     let items: Vec<Value> = list
         .iter()
-        .map(|k| json!({"keypair": views::keypair_summary(k)}))
+        .map(|k| json!({"keypair": views::keypair_summary(k, mv)}))
         .collect();
-    Ok(axum::Json(json!({"keypairs": items})))
+    let mut out = json!({"keypairs": items});
+    if let Some(l) = links {
+        out["keypairs_links"] = l;
+    }
+    Ok(axum::Json(out))
 }
 
 async fn show(
@@ -112,7 +175,9 @@ async fn show(
         .services
         .compute
         .keypair(&Who::of(&caller), &name, user.as_deref())?;
-    Ok(axum::Json(json!({"keypair": views::keypair_detail(&k)})))
+    Ok(axum::Json(
+        json!({"keypair": views::keypair_detail(&k, mv)}),
+    ))
 }
 
 async fn remove(
@@ -126,5 +191,9 @@ async fn remove(
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     blocking(move || compute.delete_keypair(&who, &name, user.as_deref())).await?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(if mv.at_least(2) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::ACCEPTED
+    })
 }

@@ -1,4 +1,6 @@
 //! Small compute resources: `/limits`, `/os-availability-zone`, `/os-quota-sets`.
+//! Network-proxy quotas and limits go at 2.36, `maxImageMeta` at 2.39, the
+//! injected-file ones at 2.57, exactly as Nova drops them.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +13,41 @@ use crate::app::AppState;
 use crate::compute::quotas::{defaults, QuotaSet};
 use crate::compute::Who;
 use crate::error::{ApiError, ApiResult};
+use crate::microversion::Microversion;
 use crate::services::blocking;
+
+/// Quota names that leave the API at 2.36 (nova-network proxies).
+const GONE_236: &[&str] = &[
+    "fixed_ips",
+    "floating_ips",
+    "security_group_rules",
+    "security_groups",
+];
+/// Quota names that leave at 2.57 (personality files).
+const GONE_257: &[&str] = &[
+    "injected_file_content_bytes",
+    "injected_file_path_bytes",
+    "injected_files",
+];
+
+/// Whether quota `name` exists at `mv`.
+fn quota_shown(name: &str, mv: Microversion) -> bool {
+    !(mv.at_least(36) && GONE_236.contains(&name) || mv.at_least(57) && GONE_257.contains(&name))
+}
+
+/// Whether absolute limit `name` exists at `mv`.
+fn limit_shown(name: &str, mv: Microversion) -> bool {
+    let gone_236 = [
+        "maxSecurityGroupRules",
+        "maxSecurityGroups",
+        "maxTotalFloatingIps",
+        "totalFloatingIpsUsed",
+        "totalSecurityGroupsUsed",
+    ];
+    !(mv.at_least(36) && gone_236.contains(&name)
+        || mv.at_least(39) && name == "maxImageMeta"
+        || mv.at_least(57) && (name == "maxPersonality" || name == "maxPersonalitySize"))
+}
 
 /// The availability zone every node is in until nodes name their own.
 pub const DEFAULT_AZ: &str = "nova";
@@ -41,6 +77,7 @@ pub fn router() -> Router<AppState> {
 async fn limits(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    mv: Microversion,
 ) -> ApiResult<axum::Json<Value>> {
     let who = Who::of(&caller);
     let compute = &state.services.compute;
@@ -50,7 +87,7 @@ async fn limits(
     };
     let used = compute.usage(&who)?;
     let get = |m: &QuotaSet, k: &str| m.get(k).copied().unwrap_or(-1);
-    Ok(axum::Json(json!({"limits": {"rate": [], "absolute": {
+    let absolute = json!({
         "maxImageMeta": get(&q, "metadata_items"),
         "maxPersonality": get(&q, "injected_files"),
         "maxPersonalitySize": get(&q, "injected_file_content_bytes"),
@@ -70,7 +107,17 @@ async fn limits(
         "totalRAMUsed": get(&used, "ram"),
         "totalSecurityGroupsUsed": 0,
         "totalServerGroupsUsed": get(&used, "server_groups"),
-    }}})))
+    });
+    let absolute: Map<String, Value> = absolute
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| limit_shown(k, mv))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(axum::Json(
+        json!({"limits": {"rate": [], "absolute": absolute}}),
+    ))
 }
 
 async fn zones(Caller(_caller): Caller) -> axum::Json<Value> {
@@ -91,8 +138,13 @@ async fn zones_detail(Caller(caller): Caller) -> ApiResult<axum::Json<Value>> {
     ]})))
 }
 
-fn quota_body(q: &QuotaSet, id: Option<&str>) -> Value {
-    let mut v = json!(q);
+fn quota_body(q: &QuotaSet, id: Option<&str>, mv: Microversion) -> Value {
+    let shown: QuotaSet = q
+        .iter()
+        .filter(|(k, _)| quota_shown(k, mv))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let mut v = json!(shown);
     if let Some(id) = id {
         v["id"] = json!(id);
     }
@@ -102,26 +154,32 @@ fn quota_body(q: &QuotaSet, id: Option<&str>) -> Value {
 async fn quota_show(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    mv: Microversion,
     Path(project): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let q = state.services.compute.quotas(&Who::of(&caller), &project)?;
-    Ok(axum::Json(quota_body(&q, Some(&project))))
+    Ok(axum::Json(quota_body(&q, Some(&project), mv)))
 }
 
-async fn quota_defaults(Caller(_caller): Caller, Path(project): Path<String>) -> axum::Json<Value> {
-    axum::Json(quota_body(&defaults(), Some(&project)))
+async fn quota_defaults(
+    Caller(_caller): Caller,
+    mv: Microversion,
+    Path(project): Path<String>,
+) -> axum::Json<Value> {
+    axum::Json(quota_body(&defaults(), Some(&project), mv))
 }
 
 async fn quota_detail(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    mv: Microversion,
     Path(project): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let who = Who::of(&caller);
     let q = state.services.compute.quotas(&who, &project)?;
     let used = state.services.compute.usage(&who)?;
     let mut out = Map::new();
-    for (k, limit) in &q {
+    for (k, limit) in q.iter().filter(|(k, _)| quota_shown(k, mv)) {
         out.insert(
             k.clone(),
             json!({"in_use": used.get(k).copied().unwrap_or(0), "limit": limit, "reserved": 0}),
@@ -134,16 +192,22 @@ async fn quota_detail(
 async fn quota_update(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    mv: Microversion,
     Path(project): Path<String>,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Value>> {
     let Some(Value::Object(set)) = body.get("quota_set").cloned() else {
         return Err(ApiError::BadRequest("Invalid input for field/attribute quota_set. Value: 'quota_set' is a required property".into()));
     };
+    if let Some(k) = set.keys().find(|k| !quota_shown(k, mv)) {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid input for field/attribute quota_set. Additional properties are not allowed ('{k}' was unexpected)"
+        )));
+    }
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let q = blocking(move || compute.update_quotas(&who, &project, &set)).await?;
-    Ok(axum::Json(quota_body(&q, None)))
+    Ok(axum::Json(quota_body(&q, None, mv)))
 }
 
 async fn quota_reset(

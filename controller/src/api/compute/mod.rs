@@ -6,10 +6,14 @@
 
 mod faults;
 mod flavors;
+mod hypervisors;
 mod keypairs;
 mod misc;
 pub mod nodes;
+mod server_groups;
 pub mod servers;
+mod services;
+mod usage;
 mod versions;
 pub mod views;
 
@@ -24,10 +28,6 @@ use crate::error::ApiError;
 
 /// Compute resources the API reference lists that kiln does not serve yet: 501.
 const PENDING: &[&str] = &[
-    "os-hypervisors",
-    "os-services",
-    "os-server-groups",
-    "os-simple-tenant-usage",
     "os-aggregates",
     "os-migrations",
     "os-server-external-events",
@@ -44,7 +44,11 @@ pub fn router() -> Router<AppState> {
         .merge(flavors::router())
         .merge(keypairs::router())
         .merge(misc::router())
-        .merge(servers::router());
+        .merge(servers::router())
+        .merge(services::router())
+        .merge(hypervisors::router())
+        .merge(server_groups::router())
+        .merge(usage::router());
     for p in PENDING {
         versioned = versioned
             .route(&format!("/compute/v2.1/{p}"), any(pending))

@@ -1,5 +1,6 @@
-//! Nova's response shapes per microversion (2.1 today; each boundary added here
-//! before [`crate::microversion::MAX`] is raised).
+//! Nova's response shapes per microversion, exact from 2.1 through
+//! [`crate::microversion::EXACT_MAX_WITHOUT_SERVERS`] for flavors (description
+//! 2.55, extra_specs 2.61, swap 0 at 2.75) and keypairs (type 2.2).
 
 use serde_json::{json, Value};
 use time::macros::format_description;
@@ -26,10 +27,26 @@ pub fn links(base: &str, collection: &str, id: &str) -> Value {
 }
 
 /// A flavor: `detail` for show/detail/create, else the summary list entry.
-pub fn flavor(base: &str, f: &Flavor, _mv: Microversion, detail: bool) -> Value {
+pub fn flavor(base: &str, f: &Flavor, mv: Microversion, detail: bool) -> Value {
+    let mut v = flavor_fields(base, f, mv, detail);
+    if mv.at_least(55) {
+        v["description"] = json!(f.description);
+    }
+    if detail && mv.at_least(61) {
+        v["extra_specs"] = json!(f.extra_specs);
+    }
+    v
+}
+
+fn flavor_fields(base: &str, f: &Flavor, mv: Microversion, detail: bool) -> Value {
     if !detail {
         return json!({"id": f.id, "name": f.name, "links": links(base, "flavors", &f.id)});
     }
+    let swap = if f.swap == 0 && !mv.at_least(75) {
+        json!("")
+    } else {
+        json!(f.swap)
+    };
     json!({
         "id": f.id,
         "name": f.name,
@@ -38,7 +55,7 @@ pub fn flavor(base: &str, f: &Flavor, _mv: Microversion, detail: bool) -> Value 
         "disk": f.disk,
         "OS-FLV-EXT-DATA:ephemeral": f.ephemeral,
         "OS-FLV-DISABLED:disabled": f.disabled,
-        "swap": if f.swap == 0 { json!("") } else { json!(f.swap) },
+        "swap": swap,
         "rxtx_factor": f.rxtx_factor,
         "os-flavor-access:is_public": f.is_public,
         "links": links(base, "flavors", &f.id),
@@ -46,7 +63,7 @@ pub fn flavor(base: &str, f: &Flavor, _mv: Microversion, detail: bool) -> Value 
 }
 
 /// The keypair as create answers it.
-pub fn keypair_created(k: &Keypair, private_key: Option<&str>) -> Value {
+pub fn keypair_created(k: &Keypair, private_key: Option<&str>, mv: Microversion) -> Value {
     let mut v = json!({
         "name": k.name,
         "public_key": k.public_key,
@@ -56,16 +73,28 @@ pub fn keypair_created(k: &Keypair, private_key: Option<&str>) -> Value {
     if let Some(p) = private_key {
         v["private_key"] = json!(p);
     }
+    typed(v, k, mv)
+}
+
+/// From 2.2 every keypair view carries its `type`.
+fn typed(mut v: Value, k: &Keypair, mv: Microversion) -> Value {
+    if mv.at_least(2) {
+        v["type"] = json!(k.key_type);
+    }
     v
 }
 
 /// A list entry (wrapped in `{"keypair": ...}` by the caller).
-pub fn keypair_summary(k: &Keypair) -> Value {
-    json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint})
+pub fn keypair_summary(k: &Keypair, mv: Microversion) -> Value {
+    typed(
+        json!({"name": k.name, "public_key": k.public_key, "fingerprint": k.fingerprint}),
+        k,
+        mv,
+    )
 }
 
-pub fn keypair_detail(k: &Keypair) -> Value {
-    json!({
+pub fn keypair_detail(k: &Keypair, mv: Microversion) -> Value {
+    let v = json!({
         "id": k.id,
         "name": k.name,
         "public_key": k.public_key,
@@ -75,5 +104,6 @@ pub fn keypair_detail(k: &Keypair) -> Value {
         "updated_at": null,
         "deleted_at": null,
         "deleted": false,
-    })
+    });
+    typed(v, k, mv)
 }

@@ -318,10 +318,18 @@ async fn create_volume(
     mv: Microversion,
     bytes: Bytes,
 ) -> CResult<Response> {
+    let image_who = crate::image::Who::of(&caller.0);
     let ctx = ctx_of(caller).await;
     let b: ops::VolumeCreate = body(&bytes, "volume")?;
+    let image = match &b.image_ref {
+        Some(r) => Some(image_source(&state, &image_who, r)?),
+        None => None,
+    };
     let c2 = ctx.clone();
-    let (v, source) = run(&state, move |s, _| ops::create_volume(s, &c2, b)).await?;
+    let (v, source) = run(&state, move |s, _| {
+        ops::create_volume_from(s, &c2, b, image)
+    })
+    .await?;
     let types = run(&state, |s, _| ops::types(s)).await?;
     let view = views::volume(
         &base,
@@ -339,6 +347,54 @@ async fn create_volume(
         }
     });
     Ok(reply(mv, StatusCode::ACCEPTED, json!({ "volume": view })))
+}
+
+/// The image `imageRef` names, if the caller may read it and it is active
+/// (Cinder's 400 otherwise), with what the volume will show as
+/// `volume_image_metadata`.
+fn image_source(
+    state: &AppState,
+    who: &crate::image::Who,
+    image_ref: &str,
+) -> CResult<ops::ImageSource> {
+    let invalid = || {
+        CinderError(VolError::BadRequest(
+            "Invalid image identifier or unable to access requested image.".into(),
+        ))
+    };
+    let images = &state.services.images;
+    let image = images.get(who, image_ref).map_err(|_| invalid())?;
+    if image.status != "active" {
+        return Err(CinderError(VolError::BadRequest(format!(
+            "Invalid input received: Image {} is not active.",
+            image.id
+        ))));
+    }
+    let size = image.size.ok_or_else(invalid)?;
+    let mut meta = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            meta.insert(k.to_string(), Value::String(v));
+        }
+    };
+    put("image_id", Some(image.id.clone()));
+    put("image_name", image.name.clone());
+    put("checksum", image.checksum.clone());
+    put("container_format", image.container_format.clone());
+    put("disk_format", image.disk_format.clone());
+    put("min_disk", Some(image.min_disk.to_string()));
+    put("min_ram", Some(image.min_ram.to_string()));
+    put("size", Some(size.to_string()));
+    for (k, v) in &image.properties {
+        put(k, Some(v.clone()));
+    }
+    Ok(ops::ImageSource {
+        id: image.id.clone(),
+        path: images.files.path(&image.id),
+        size_bytes: size,
+        min_disk_gb: image.min_disk,
+        metadata: meta,
+    })
 }
 
 async fn update_volume(

@@ -49,6 +49,9 @@ pub fn volume(base: &str, v: &Volume, ver: Version, admin: bool, type_name: &str
         "os-vol-tenant-attr:tenant_id": v.project_id,
         "migration_status": null,
     });
+    if let Some(m) = &v.image_metadata {
+        out["volume_image_metadata"] = json!(m);
+    }
     if admin {
         out["os-vol-host-attr:host"] = json!("kiln@file#file");
         out["os-vol-mig-status-attr:migstat"] = Value::Null;
