@@ -34,7 +34,10 @@
 //! clock (TSC calibrated against the PIT) runs ~10× fast under QEMU
 //! microvm, so its printed rates are kept only as `guest_clock_pps`, and a
 //! 1-second calibration boot per system sets how many guest seconds make
-//! `--seconds` host seconds (`guest_clock` in the results).
+//! `--seconds` host seconds (`guest_clock` in the results). Under QEMU the
+//! factor also varies from boot to boot (0.08–0.15 seen), so its windows
+//! (`window_s`) can be shorter or longer than `--seconds`; the rates stay
+//! right because they use the host's clock over the real window.
 //!
 //! Gbit/s counts Ethernet frame bytes (14 + 28 + S per datagram), as the
 //! firmware does. Each figure is the median over `--runs`.
