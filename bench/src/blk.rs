@@ -250,9 +250,22 @@ fn kiln_run(
 }
 
 fn qemu_run(fw: &Path, file: &Path, c: &Case, seconds: u64) -> anyhow::Result<Sample> {
+    let mut cmd = qemu_microvm(fw, &guest_cmdline(c, seconds));
+    cmd.arg("-drive")
+        .arg(format!(
+            "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
+            file.display()
+        ))
+        .args(["-device", "virtio-blk-device,drive=d0"]);
+    run_guest(cmd, &|name| name.starts_with("CPU "), seconds)
+}
+
+/// QEMU microvm (KVM, 1 vCPU, 128 MiB, serial on stdout, modern
+/// virtio-mmio) booting `fw` with `append`; the caller adds the devices.
+pub(crate) fn qemu_microvm(fw: &Path, append: &str) -> Command {
     // microvm's virtio-mmio transports: 512 bytes each from 0xfeb00000, IRQ 5
-    // upwards; the firmware takes the first that holds a block device.
-    let mut append = guest_cmdline(c, seconds);
+    // upwards; the firmware takes the first that holds its device.
+    let mut append = append.to_string();
     for k in 0..24u64 {
         append.push_str(&format!(
             " virtio_mmio.device=512@{:#x}:{}",
@@ -280,17 +293,11 @@ fn qemu_run(fw: &Path, file: &Path, c: &Case, seconds: u64) -> anyhow::Result<Sa
     ])
     .args(["-serial", "stdio", "-monitor", "none"])
     .args(["-global", "virtio-mmio.force-legacy=false"])
-    .arg("-drive")
-    .arg(format!(
-        "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
-        file.display()
-    ))
-    .args(["-device", "virtio-blk-device,drive=d0"])
     .arg("-kernel")
     .arg(fw)
     .arg("-append")
     .arg(append);
-    run_guest(cmd, &|name| name.starts_with("CPU "), seconds)
+    cmd
 }
 
 fn fio_run(file: &Path, c: &Case, seconds: u64) -> anyhow::Result<Sample> {

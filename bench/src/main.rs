@@ -7,6 +7,7 @@ mod blk;
 mod boot;
 mod cloud;
 mod http;
+mod net;
 mod report;
 mod scratch;
 mod sg;
@@ -34,6 +35,8 @@ enum Cmd {
     Blk(blk::BlkArgs),
     /// Spawn → "kiln-firmware: booted" for kiln-vmm (and QEMU microvm with --vs qemu); VMM memory overhead; P guests at once.
     Boot(boot::BootArgs),
+    /// virtio-net UDP guest→host and host→guest at 64 and 1400 bytes through a TAP, vs QEMU microvm (--vs qemu).
+    Net(net::NetArgs),
     /// Security groups: iperf3 with and without 1,000 ports' rules; port update and reconcile times vs `nft -f`.
     Sg(sg::SgArgs),
 }
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Auth(a) => auth::run(a),
         Cmd::Blk(a) => blk::run(a),
         Cmd::Boot(a) => boot::run(a),
+        Cmd::Net(a) => net::run(a),
         Cmd::Sg(a) => sg::run(a),
     }
 }
