@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::compute::servers::directory::Directory;
 use crate::compute::Compute;
 use crate::error::{ApiError, ApiResult};
 use crate::image::Images;
@@ -20,9 +21,12 @@ pub struct Services {
 impl Services {
     /// Opens the services (a new cloud gets its default flavors here).
     pub fn open(store: Arc<dyn Store>, data_dir: &Path) -> ApiResult<Services> {
+        let compute = Arc::new(Compute::open(store.clone())?);
+        // os-hypervisors and os-simple-tenant-usage read the servers through this.
+        compute.set_server_directory(Arc::new(Directory::new(store.clone())));
         Ok(Services {
-            images: Arc::new(Images::new(store.clone(), data_dir.join(IMAGES_DIR))),
-            compute: Arc::new(Compute::open(store)?),
+            images: Arc::new(Images::new(store, data_dir.join(IMAGES_DIR))),
+            compute,
         })
     }
 }

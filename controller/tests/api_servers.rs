@@ -613,3 +613,71 @@ async fn concurrent_creates_never_over_commit() {
     let n = NODES.get(&*r, "small").unwrap().unwrap();
     assert_eq!(n.used_ram_mb, 1536);
 }
+
+#[tokio::test]
+async fn anti_affinity_groups_spread_and_extras_see_the_servers() {
+    let cloud = Cloud::new(Preset::Default);
+    add_image(&cloud);
+    let admin = cloud.admin().await;
+    let url = fake_node().await;
+    register(&cloud, "n1", 8192, &url).await;
+    register(&cloud, "n2", 8192, &url).await;
+    let (s, g) = cloud
+        .post(
+            "/compute/v2.1/os-server-groups",
+            &admin,
+            json!({"server_group": {"name": "spread", "policies": ["anti-affinity"]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{g}");
+    let gid = g["server_group"]["id"].as_str().unwrap().to_string();
+    let hinted = |name: &str| {
+        json!({"server": {"name": name, "imageRef": IMAGE, "flavorRef": "1"},
+               "os:scheduler_hints": {"group": gid}})
+    };
+    let mut hosts = Vec::new();
+    for name in ["a", "b"] {
+        let (s, v) = cloud.post(S, &admin, hinted(name)).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        let id = v["server"]["id"].as_str().unwrap();
+        let shown = cloud.get(&format!("{S}/{id}"), &admin).await.1;
+        assert_eq!(shown["server"]["status"], "BUILD", "{shown}");
+        hosts.push(shown["server"]["OS-EXT-SRV-ATTR:host"].clone());
+    }
+    assert_ne!(hosts[0], hosts[1], "anti-affinity put both on {}", hosts[0]);
+    // A third member has no host left.
+    let (_, v) = cloud.post(S, &admin, hinted("c")).await;
+    let id = v["server"]["id"].as_str().unwrap();
+    let shown = cloud.get(&format!("{S}/{id}"), &admin).await.1;
+    assert_eq!(shown["server"]["status"], "ERROR", "{shown}");
+    // The group lists its two placed members.
+    let g = cloud
+        .get(&format!("/compute/v2.1/os-server-groups/{gid}"), &admin)
+        .await
+        .1;
+    assert_eq!(
+        g["server_group"]["members"].as_array().unwrap().len(),
+        2,
+        "{g}"
+    );
+    // os-hypervisors?with_servers and usage read the same servers.
+    let (s, h) = cloud
+        .get("/compute/v2.1/os-hypervisors/n1/servers", &admin)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    let on_n1 = h["hypervisors"][0]["servers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(on_n1, 1, "{h}");
+    let (s, u) = cloud
+        .get("/compute/v2.1/os-simple-tenant-usage?detailed=1", &admin)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    let listed: usize = u["tenant_usages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["server_usages"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(listed, 3, "{u}");
+}

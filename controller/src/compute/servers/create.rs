@@ -10,7 +10,8 @@ use super::tables::{project_key, Usage, BY_NODE, BY_PROJECT, SERVERS, USAGE};
 use super::{net_error, Dispatch};
 use crate::clock::now_micros;
 use crate::compute::model::QUOTA_DEFAULTS;
-use crate::compute::tables::{NODES, QUOTAS};
+use crate::compute::server_groups::ServerGroup;
+use crate::compute::tables::{NODES, QUOTAS, SERVER_GROUPS};
 use crate::compute::{Compute, Who};
 use crate::error::{ApiError, ApiResult};
 use crate::image::tables::IMAGES;
@@ -18,6 +19,7 @@ use crate::network::model::{Network, Port};
 use crate::network::ports::{create_in, FixedIpReq, PortCreate};
 use crate::network::{ops as netops, tables as nettables, Ctx};
 use crate::protocol::{PowerState, VmState};
+use crate::scheduler::affinity::{choose_for_group, Policy};
 use crate::scheduler::{choose, Demand, NodeState, Ratios, Weigher};
 use crate::store::{ReadTxn, WriteTxn};
 
@@ -153,6 +155,77 @@ pub(crate) fn pick<'a>(
     Some(node)
 }
 
+/// A server group as the scheduler needs it: its policy and the nodes its
+/// members run on (one entry per member).
+pub(crate) struct GroupPlacement {
+    pub policy: Policy,
+    pub member_nodes: Vec<String>,
+}
+
+/// [`pick`], honouring a server group's policy when there is one.
+pub(crate) fn pick_in<'a>(
+    nodes: &'a mut [NodeState],
+    demand: &Demand,
+    tried: &[String],
+    group: Option<&GroupPlacement>,
+) -> Option<&'a mut NodeState> {
+    let Some(g) = group else {
+        return pick(nodes, demand, tried);
+    };
+    let candidates: Vec<NodeState> = nodes
+        .iter()
+        .filter(|n| !tried.contains(&n.id))
+        .cloned()
+        .collect();
+    let chosen = choose_for_group(
+        &candidates,
+        demand,
+        Ratios::default(),
+        Weigher::Spread,
+        now_micros(),
+        g.policy,
+        &g.member_nodes,
+    )?
+    .id
+    .clone();
+    let node = nodes.iter_mut().find(|n| n.id == chosen)?;
+    node.used_vcpus += demand.vcpus;
+    node.used_ram_mb += demand.ram_mb;
+    node.used_disk_gb += demand.disk_gb;
+    Some(node)
+}
+
+/// The group named in `os:scheduler_hints`, checked for the caller's project
+/// and for room under the `server_group_members` quota for `count` more.
+fn group_for_create(
+    r: &dyn ReadTxn,
+    project: &str,
+    admin: bool,
+    id: &str,
+    count: u32,
+) -> ApiResult<ServerGroup> {
+    let g = SERVER_GROUPS
+        .get(r, id)?
+        .filter(|g| admin || g.project_id == project)
+        .ok_or_else(|| ApiError::BadRequest(format!("Server group {id} could not be found.")))?;
+    let limit = QUOTAS
+        .get(r, &g.project_id)?
+        .and_then(|o| o.get("server_group_members").copied())
+        .or_else(|| {
+            QUOTA_DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == "server_group_members")
+                .map(|(_, v)| *v)
+        })
+        .unwrap_or(-1);
+    if limit >= 0 && g.members.len() as i64 + i64::from(count) > limit {
+        return Err(ApiError::Forbidden(
+            "Quota exceeded, too many servers in group".into(),
+        ));
+    }
+    Ok(g)
+}
+
 impl Compute {
     /// Creates `min_count..=max_count` servers; returns them and the spawns to
     /// send to their nodes.
@@ -231,6 +304,25 @@ impl Compute {
                 }
             }
         }
+        let mut group = match &req.group {
+            Some(id) => Some(group_for_create(
+                w.as_read(),
+                &project,
+                who.admin,
+                id,
+                count,
+            )?),
+            None => None,
+        };
+        let mut placement = match &group {
+            Some(g) => Some(GroupPlacement {
+                policy: g.policy().ok_or_else(|| {
+                    ApiError::Internal(format!("server group {} has an unknown policy", g.id))
+                })?,
+                member_nodes: g.members.iter().map(|(_, n)| n.clone()).collect(),
+            }),
+            None => None,
+        };
         let mut nodes = NODES.values(w.as_read())?;
         let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let now = now_micros();
@@ -293,8 +385,12 @@ impl Compute {
                     "compute__do_build_and_run_instance",
                 )],
             };
-            match pick(&mut nodes, &s.demand(), &[]) {
+            match pick_in(&mut nodes, &s.demand(), &[], placement.as_ref()) {
                 Some(node) => {
+                    if let (Some(g), Some(p)) = (group.as_mut(), placement.as_mut()) {
+                        g.members.push((id.clone(), node.id.clone()));
+                        p.member_nodes.push(node.id.clone());
+                    }
                     s.node = Some(node.id.clone());
                     s.host = Some(node.host.clone());
                     if s.az.is_none() {
@@ -322,6 +418,9 @@ impl Compute {
                 dispatch.push(self.dispatch_for(w.as_read(), &s)?);
             }
             servers.push(s);
+        }
+        if let Some(g) = &group {
+            SERVER_GROUPS.put(&mut *w, &g.id, g)?;
         }
         let usage = Usage {
             instances: used.instances + count as i64,

@@ -3,14 +3,14 @@
 //! state reports (with the retry on another host after a failed build), resync
 //! and registration.
 
-use super::create::{new_action, pick, MAX_ATTEMPTS, NO_VALID_HOST};
+use super::create::{new_action, pick, pick_in, GroupPlacement, MAX_ATTEMPTS, NO_VALID_HOST};
 use super::model::{Fault, FlavorCopy, Server};
 use super::query::{check_locked, load};
 use super::tables::{project_key, BY_NODE, BY_PROJECT, NODE_URLS, SERVERS, USAGE};
 use super::{image_spec, not_found, spawn_of, Call, Dispatch};
 use crate::clock::now_micros;
 use crate::compute::nodes::Registration;
-use crate::compute::tables::NODES;
+use crate::compute::tables::{NODES, SERVER_GROUPS};
 use crate::compute::{Compute, Who};
 use crate::error::{ApiError, ApiResult};
 use crate::network::model::Port;
@@ -411,11 +411,33 @@ impl Compute {
         }
         s.host = None;
         let mut nodes = NODES.values(w.as_read())?;
+        let mut group = match &s.scheduler_group {
+            Some(id) => SERVER_GROUPS.get(w.as_read(), id)?,
+            None => None,
+        };
+        let placement = group.as_ref().and_then(|g| {
+            Some(GroupPlacement {
+                policy: g.policy()?,
+                member_nodes: g
+                    .members
+                    .iter()
+                    .filter(|(m, _)| *m != s.id)
+                    .map(|(_, n)| n.clone())
+                    .collect(),
+            })
+        });
         let next = if s.tried.len() < MAX_ATTEMPTS {
-            pick(&mut nodes, &s.demand(), &s.tried).cloned()
+            pick_in(&mut nodes, &s.demand(), &s.tried, placement.as_ref()).cloned()
         } else {
             None
         };
+        if let Some(g) = group.as_mut() {
+            g.members.retain(|(m, _)| *m != s.id);
+            if let Some(node) = &next {
+                g.members.push((s.id.clone(), node.id.clone()));
+            }
+            SERVER_GROUPS.put(w, &g.id, g)?;
+        }
         match next {
             Some(node) => {
                 NODES.put(w, &node.id, &node)?;
@@ -565,6 +587,12 @@ impl Compute {
 
 /// Everything a deleted server held: claim, indexes, quota usage, ports.
 fn finish_delete(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<()> {
+    if let Some(gid) = &s.scheduler_group {
+        if let Some(mut g) = SERVER_GROUPS.get(w.as_read(), gid)? {
+            g.members.retain(|(m, _)| *m != s.id);
+            SERVER_GROUPS.put(w, gid, &g)?;
+        }
+    }
     if let Some(node) = &s.node {
         adjust(w, node, &s.demand(), false)?;
         if let Some(old) = &s.old_flavor {

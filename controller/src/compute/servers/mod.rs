@@ -8,6 +8,7 @@
 //! the node reports the resulting state, which [`Compute::apply_report`] records.
 
 pub mod create;
+pub mod directory;
 pub mod lifecycle;
 pub mod link;
 pub mod model;
