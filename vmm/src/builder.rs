@@ -68,6 +68,20 @@ struct VcpuStart {
     mem: GuestMemory,
 }
 
+impl VcpuStart {
+    /// Run the vCPU on the calling thread until the VM ends.
+    fn run(self) {
+        vcpu::run(
+            self.fd,
+            self.devices,
+            self.control,
+            self.exit,
+            self.counters,
+            self.mem,
+        );
+    }
+}
+
 /// vCPU 0 made on its own thread, with the supported CPUID it was made from.
 type MadeVcpu0 = Result<(kvm_bindings::CpuId, VcpuFd), KvmError>;
 
@@ -112,8 +126,8 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
             if made_tx.send(made).is_err() {
                 return;
             }
-            if let Ok(s) = start_rx.recv() {
-                vcpu::run(s.fd, s.devices, s.control, s.exit, s.counters, s.mem);
+            if let Ok(start) = start_rx.recv() {
+                start.run();
             }
         })
         .map_err(BuildError::Thread)?;
@@ -177,16 +191,7 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
         let t = std::thread::Builder::new()
             .name(format!("vcpu{i}"))
             .stack_size(VCPU_STACK)
-            .spawn(move || {
-                vcpu::run(
-                    start.fd,
-                    start.devices,
-                    start.control,
-                    start.exit,
-                    start.counters,
-                    start.mem,
-                )
-            })
+            .spawn(move || start.run())
             .map_err(BuildError::Thread)?;
         threads.push(t);
     }
