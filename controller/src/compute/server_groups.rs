@@ -14,6 +14,7 @@ use crate::clock::now_micros;
 use crate::error::{ApiError, ApiResult};
 use crate::scheduler::affinity::{choose_for_group, Policy};
 use crate::scheduler::{Demand, Ratios, Weigher};
+use crate::store::ReadTxn;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerGroup {
@@ -50,6 +51,19 @@ pub fn not_found(id: &str) -> ApiError {
 
 fn visible(who: &Who, g: &ServerGroup) -> bool {
     who.admin || who.project.as_deref() == Some(g.project_id.as_str())
+}
+
+/// The `server_group_members` quota of `project` (-1: unlimited).
+pub fn member_limit(r: &dyn ReadTxn, project: &str) -> ApiResult<i64> {
+    let over = super::tables::QUOTAS
+        .get(r, project)?
+        .and_then(|o| o.get("server_group_members").copied());
+    Ok(over.unwrap_or_else(|| {
+        super::quotas::defaults()
+            .get("server_group_members")
+            .copied()
+            .unwrap_or(-1)
+    }))
 }
 
 impl Compute {
@@ -140,17 +154,7 @@ impl Compute {
         let mut g = SERVER_GROUPS
             .get(w.as_read(), group_id)?
             .ok_or_else(|| not_found(group_id))?;
-        let limit = {
-            let over = super::tables::QUOTAS
-                .get(w.as_read(), &g.project_id)?
-                .and_then(|o| o.get("server_group_members").copied());
-            over.unwrap_or_else(|| {
-                super::quotas::defaults()
-                    .get("server_group_members")
-                    .copied()
-                    .unwrap_or(-1)
-            })
-        };
+        let limit = member_limit(w.as_read(), &g.project_id)?;
         if limit >= 0 && g.members.len() as i64 >= limit {
             return Err(ApiError::Forbidden(
                 "Quota exceeded, too many servers in group".into(),

@@ -10,7 +10,7 @@ use super::tables::{project_key, Usage, BY_NODE, BY_PROJECT, SERVERS, USAGE};
 use super::{net_error, Dispatch};
 use crate::clock::now_micros;
 use crate::compute::model::QUOTA_DEFAULTS;
-use crate::compute::server_groups::ServerGroup;
+use crate::compute::server_groups::{member_limit, ServerGroup};
 use crate::compute::tables::{NODES, QUOTAS, SERVER_GROUPS};
 use crate::compute::{Compute, Who};
 use crate::error::{ApiError, ApiResult};
@@ -127,6 +127,29 @@ pub(crate) fn new_action(who: &Who, project: &str, action: &str, event: &str) ->
     }
 }
 
+/// A server group as the scheduler needs it: its policy and the nodes its
+/// members run on (one entry per member).
+pub(crate) struct GroupPlacement {
+    pub policy: Policy,
+    pub member_nodes: Vec<String>,
+}
+
+impl GroupPlacement {
+    /// `g`'s placement, leaving out `except`'s own membership (a server being
+    /// placed again); `None` for a policy kiln does not know.
+    pub fn of(g: &ServerGroup, except: Option<&str>) -> Option<Self> {
+        Some(GroupPlacement {
+            policy: g.policy()?,
+            member_nodes: g
+                .members
+                .iter()
+                .filter(|(m, _)| Some(m.as_str()) != except)
+                .map(|(_, n)| n.clone())
+                .collect(),
+        })
+    }
+}
+
 /// Chooses and claims a node for `demand` among `nodes` (updated in place),
 /// skipping `tried`. The caller writes the node back in its transaction.
 pub(crate) fn pick<'a>(
@@ -134,32 +157,7 @@ pub(crate) fn pick<'a>(
     demand: &Demand,
     tried: &[String],
 ) -> Option<&'a mut NodeState> {
-    let candidates: Vec<NodeState> = nodes
-        .iter()
-        .filter(|n| !tried.contains(&n.id))
-        .cloned()
-        .collect();
-    let chosen = choose(
-        &candidates,
-        demand,
-        Ratios::default(),
-        Weigher::Spread,
-        now_micros(),
-    )?
-    .id
-    .clone();
-    let node = nodes.iter_mut().find(|n| n.id == chosen)?;
-    node.used_vcpus += demand.vcpus;
-    node.used_ram_mb += demand.ram_mb;
-    node.used_disk_gb += demand.disk_gb;
-    Some(node)
-}
-
-/// A server group as the scheduler needs it: its policy and the nodes its
-/// members run on (one entry per member).
-pub(crate) struct GroupPlacement {
-    pub policy: Policy,
-    pub member_nodes: Vec<String>,
+    pick_in(nodes, demand, tried, None)
 }
 
 /// [`pick`], honouring a server group's policy when there is one.
@@ -169,23 +167,24 @@ pub(crate) fn pick_in<'a>(
     tried: &[String],
     group: Option<&GroupPlacement>,
 ) -> Option<&'a mut NodeState> {
-    let Some(g) = group else {
-        return pick(nodes, demand, tried);
-    };
     let candidates: Vec<NodeState> = nodes
         .iter()
         .filter(|n| !tried.contains(&n.id))
         .cloned()
         .collect();
-    let chosen = choose_for_group(
-        &candidates,
-        demand,
-        Ratios::default(),
-        Weigher::Spread,
-        now_micros(),
-        g.policy,
-        &g.member_nodes,
-    )?
+    let (ratios, weigher, now) = (Ratios::default(), Weigher::Spread, now_micros());
+    let chosen = match group {
+        None => choose(&candidates, demand, ratios, weigher, now),
+        Some(g) => choose_for_group(
+            &candidates,
+            demand,
+            ratios,
+            weigher,
+            now,
+            g.policy,
+            &g.member_nodes,
+        ),
+    }?
     .id
     .clone();
     let node = nodes.iter_mut().find(|n| n.id == chosen)?;
@@ -208,16 +207,7 @@ fn group_for_create(
         .get(r, id)?
         .filter(|g| admin || g.project_id == project)
         .ok_or_else(|| ApiError::BadRequest(format!("Server group {id} could not be found.")))?;
-    let limit = QUOTAS
-        .get(r, &g.project_id)?
-        .and_then(|o| o.get("server_group_members").copied())
-        .or_else(|| {
-            QUOTA_DEFAULTS
-                .iter()
-                .find(|(k, _)| *k == "server_group_members")
-                .map(|(_, v)| *v)
-        })
-        .unwrap_or(-1);
+    let limit = member_limit(r, &g.project_id)?;
     if limit >= 0 && g.members.len() as i64 + i64::from(count) > limit {
         return Err(ApiError::Forbidden(
             "Quota exceeded, too many servers in group".into(),
@@ -315,12 +305,9 @@ impl Compute {
             None => None,
         };
         let mut placement = match &group {
-            Some(g) => Some(GroupPlacement {
-                policy: g.policy().ok_or_else(|| {
-                    ApiError::Internal(format!("server group {} has an unknown policy", g.id))
-                })?,
-                member_nodes: g.members.iter().map(|(_, n)| n.clone()).collect(),
-            }),
+            Some(g) => Some(GroupPlacement::of(g, None).ok_or_else(|| {
+                ApiError::Internal(format!("server group {} has an unknown policy", g.id))
+            })?),
             None => None,
         };
         let mut nodes = NODES.values(w.as_read())?;

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use super::model::Server;
+use super::query::indexed_servers;
 use super::tables::{BY_NODE, BY_PROJECT, SERVERS};
 use crate::compute::usage::{ServerDirectory, ServerRef, UsageRecord};
 use crate::error::ApiResult;
-use crate::store::{ReadTxn, Store};
+use crate::store::Store;
 
 pub struct Directory {
     store: Arc<dyn Store>,
@@ -20,28 +20,10 @@ impl Directory {
     }
 }
 
-/// The servers whose ids follow `prefix` in an index keyed `owner|id`.
-fn indexed(
-    r: &dyn ReadTxn,
-    index: &crate::store::Table<()>,
-    owner: &str,
-) -> ApiResult<Vec<Server>> {
-    let mut out = Vec::new();
-    for (key, ()) in index.scan(r, &format!("{owner}|"))? {
-        let Some((_, id)) = key.split_once('|') else {
-            continue;
-        };
-        if let Some(s) = SERVERS.get(r, id)? {
-            out.push(s);
-        }
-    }
-    Ok(out)
-}
-
 impl ServerDirectory for Directory {
     fn servers_on_node(&self, node_id: &str) -> ApiResult<Vec<ServerRef>> {
         let r = self.store.read()?;
-        Ok(indexed(&*r, &BY_NODE, node_id)?
+        Ok(indexed_servers(&*r, &BY_NODE, node_id)?
             .into_iter()
             .filter(|s| s.deleted_at.is_none())
             .map(|s| ServerRef {
@@ -59,7 +41,7 @@ impl ServerDirectory for Directory {
     ) -> ApiResult<Vec<UsageRecord>> {
         let r = self.store.read()?;
         let servers = match project {
-            Some(p) => indexed(&*r, &BY_PROJECT, p)?,
+            Some(p) => indexed_servers(&*r, &BY_PROJECT, p)?,
             None => SERVERS.values(&*r)?,
         };
         Ok(servers

@@ -415,17 +415,9 @@ impl Compute {
             Some(id) => SERVER_GROUPS.get(w.as_read(), id)?,
             None => None,
         };
-        let placement = group.as_ref().and_then(|g| {
-            Some(GroupPlacement {
-                policy: g.policy()?,
-                member_nodes: g
-                    .members
-                    .iter()
-                    .filter(|(m, _)| *m != s.id)
-                    .map(|(_, n)| n.clone())
-                    .collect(),
-            })
-        });
+        let placement = group
+            .as_ref()
+            .and_then(|g| GroupPlacement::of(g, Some(&s.id)));
         let next = if s.tried.len() < MAX_ATTEMPTS {
             pick_in(&mut nodes, &s.demand(), &s.tried, placement.as_ref()).cloned()
         } else {

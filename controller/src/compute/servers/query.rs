@@ -10,7 +10,7 @@ use super::tables::{BY_PROJECT, SERVERS};
 use crate::clock::now_micros;
 use crate::compute::{Compute, Who};
 use crate::error::{ApiError, ApiResult};
-use crate::store::ReadTxn;
+use crate::store::{ReadTxn, Table};
 
 /// Nova's `max_limit`.
 pub const MAX_LIMIT: usize = 1000;
@@ -157,15 +157,7 @@ impl Compute {
     }
 
     fn project_servers(&self, r: &dyn ReadTxn, project: &str) -> ApiResult<Vec<Server>> {
-        let keys = BY_PROJECT.scan(r, &format!("{project}|"))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for (k, ()) in keys {
-            let id = k.rsplit('|').next().unwrap_or_default();
-            if let Some(s) = SERVERS.get(r, id)? {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        indexed_servers(r, &BY_PROJECT, project)
     }
 
     /// Changes a server record in place (owner or admin; not while locked for
@@ -225,6 +217,23 @@ impl Compute {
 }
 
 /// Nova's lock: only admins (or the locker) act on a locked server.
+/// The servers an `owner|id` index (by project, by node) lists for `owner`.
+pub(crate) fn indexed_servers(
+    r: &dyn ReadTxn,
+    index: &Table<()>,
+    owner: &str,
+) -> ApiResult<Vec<Server>> {
+    let keys = index.scan(r, &format!("{owner}|"))?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (k, ()) in keys {
+        let id = k.rsplit('|').next().unwrap_or_default();
+        if let Some(s) = SERVERS.get(r, id)? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 pub fn check_locked(who: &Who, s: &Server) -> ApiResult<()> {
     if s.locked && !who.admin && s.locked_by.as_deref() != Some(who.user_id.as_str()) {
         return Err(ApiError::Conflict(format!("Instance {} is locked", s.id)));
