@@ -5,9 +5,11 @@
 //! - [`serve`]: `kiln-node serve`, N node agents against a controller.
 //! - [`agent`]: the node agent (registration, heartbeats, the node API, state
 //!   reports, resync) over a [`driver::Driver`]; [`sim`] is the simulated driver.
+//! - [`plumbing`]: what a driver asks of the host network for a guest's ports.
 
 pub mod agent;
 pub mod driver;
+pub mod plumbing;
 pub mod serve;
 pub mod sim;
 pub mod up;
