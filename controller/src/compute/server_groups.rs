@@ -1,19 +1,18 @@
 //! Server groups (os-server-groups): create, list, show, delete, the
-//! `server_groups` / `server_group_members` quotas, and the group-aware claim —
-//! the affinity filter applied, the node claimed and the member recorded with its
-//! node, all in ONE write transaction, so concurrent boots into an
-//! anti-affinity group never share a host.
+//! `server_groups` / `server_group_members` quotas, and membership. The
+//! group-aware claim itself happens in the servers' create transaction
+//! (`servers::create`), so concurrent boots into an anti-affinity group never
+//! share a host.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::tables::{NODES, SERVER_GROUPS};
+use super::tables::SERVER_GROUPS;
 use super::{Compute, Who};
 use crate::clock::now_micros;
 use crate::error::{ApiError, ApiResult};
-use crate::scheduler::affinity::{choose_for_group, Policy};
-use crate::scheduler::{Demand, Ratios, Weigher};
+use crate::scheduler::affinity::Policy;
 use crate::store::ReadTxn;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,56 +137,6 @@ impl Compute {
         Ok(())
     }
 
-    /// Claims a node for `server_id` as a new member of group `group_id`: the
-    /// group's policy filters (or weighs) the nodes by where its members run, the
-    /// `server_group_members` quota is checked, and the claim and the membership
-    /// are written together. `Ok(None)` when no node fits ("No valid host").
-    pub fn claim_in_group(
-        &self,
-        demand: &Demand,
-        ratios: Ratios,
-        weigher: Weigher,
-        group_id: &str,
-        server_id: &str,
-    ) -> ApiResult<Option<String>> {
-        let mut w = self.store.write()?;
-        let mut g = SERVER_GROUPS
-            .get(w.as_read(), group_id)?
-            .ok_or_else(|| not_found(group_id))?;
-        let limit = member_limit(w.as_read(), &g.project_id)?;
-        if limit >= 0 && g.members.len() as i64 >= limit {
-            return Err(ApiError::Forbidden(
-                "Quota exceeded, too many servers in group".into(),
-            ));
-        }
-        let policy = g.policy().ok_or_else(|| {
-            ApiError::Internal(format!("server group {group_id} has an unknown policy"))
-        })?;
-        let member_nodes: Vec<String> = g.members.iter().map(|(_, n)| n.clone()).collect();
-        let nodes = NODES.values(w.as_read())?;
-        let Some(chosen) = choose_for_group(
-            &nodes,
-            demand,
-            ratios,
-            weigher,
-            now_micros(),
-            policy,
-            &member_nodes,
-        ) else {
-            return Ok(None);
-        };
-        let mut node = chosen.clone();
-        node.used_vcpus += demand.vcpus;
-        node.used_ram_mb += demand.ram_mb;
-        node.used_disk_gb += demand.disk_gb;
-        NODES.put(&mut *w, &node.id, &node)?;
-        g.members.retain(|(s, _)| s != server_id);
-        g.members.push((server_id.to_string(), node.id.clone()));
-        SERVER_GROUPS.put(&mut *w, &g.id, &g)?;
-        w.commit()?;
-        Ok(Some(node.id))
-    }
-
     /// Forgets a deleted server in every group it belonged to.
     pub fn remove_group_member(&self, server_id: &str) -> ApiResult<()> {
         let mut w = self.store.write()?;
@@ -230,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn anti_affinity_claims_spread_then_refuse_and_quota_applies() {
+    fn groups_are_per_project_members_leave_and_quota_applies() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("state.redb")).unwrap();
         let c = Arc::new(Compute::open(Arc::new(store)).unwrap());
@@ -256,33 +205,14 @@ mod tests {
                 },
             )
             .unwrap();
-        let d = Demand {
-            vcpus: 1,
-            ram_mb: 1,
-            disk_gb: 1,
-            az: None,
-        };
-        let handles: Vec<_> = (0..6)
-            .map(|i| {
-                let (c, d, gid) = (c.clone(), d.clone(), g.id.clone());
-                std::thread::spawn(move || {
-                    c.claim_in_group(
-                        &d,
-                        Ratios::default(),
-                        Weigher::Spread,
-                        &gid,
-                        &format!("s{i}"),
-                    )
-                    .unwrap()
-                })
-            })
-            .collect();
-        let mut won: Vec<String> = handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap())
-            .collect();
-        won.sort();
-        assert_eq!(won, vec!["n1".to_string(), "n2".to_string()]);
+        // Members as the servers' create records them (server id, node id).
+        {
+            let mut w = c.store.write().unwrap();
+            let mut rec = SERVER_GROUPS.get(w.as_read(), &g.id).unwrap().unwrap();
+            rec.members = vec![("s0".into(), "n1".into()), ("s1".into(), "n2".into())];
+            SERVER_GROUPS.put(&mut *w, &g.id, &rec).unwrap();
+            w.commit().unwrap();
+        }
         let shown = c.server_group(&p, &g.id).unwrap();
         assert_eq!(shown.members.len(), 2);
         // Another project cannot see it; an admin can, with all_projects.
