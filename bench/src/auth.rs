@@ -12,17 +12,18 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
-use hyper::Request;
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::TcpStream;
 
 use crate::cloud::Cloud;
+use crate::http::Conn;
 use crate::report::Report;
 use crate::stats::summarize;
 
@@ -173,29 +174,17 @@ pub(crate) async fn issue_token(addr: &str, cloud: &Cloud) -> anyhow::Result<(St
             "password": cloud.env("OS_PASSWORD")?}}},
         "scope": {"project": {"name": cloud.env("OS_PROJECT_NAME")?,
                               "domain": {"name": cloud.env("OS_PROJECT_DOMAIN_NAME")?}}}}});
-    let stream = TcpStream::connect(addr).await?;
-    let (mut tx, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = Request::post("/v3/auth/tokens?nocatalog")
-        .header("Host", addr)
-        .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))?;
-    let resp = tx.send_request(req).await?;
-    let status = resp.status();
-    let token = resp
-        .headers()
+    let answer = Conn::open(addr, None)
+        .await?
+        .send(Method::POST, "/v3/auth/tokens?nocatalog", Some(&body))
+        .await?
+        .expect(201, "token issue")?;
+    let token = answer
+        .headers
         .get("X-Subject-Token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = resp.into_body().collect().await?.to_bytes();
-    if status.as_u16() != 201 {
-        bail!(
-            "token issue answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
-    let v: Value = serde_json::from_slice(&body).context("token body")?;
-    let project = v["token"]["project"]["id"]
+    let project = answer.body["token"]["project"]["id"]
         .as_str()
         .ok_or_else(|| anyhow!("token has no project"))?
         .to_string();

@@ -20,6 +20,7 @@ pub struct Conn {
 
 pub struct Answer {
     pub status: u16,
+    pub headers: hyper::HeaderMap,
     pub body: Value,
 }
 
@@ -80,6 +81,7 @@ impl Conn {
             .await
             .with_context(|| format!("{method} {path}"))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let raw = resp.into_body().collect().await?.to_bytes();
         let body = if raw.is_empty() {
             Value::Null
@@ -87,7 +89,11 @@ impl Conn {
             serde_json::from_slice(&raw)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned()))
         };
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
