@@ -234,7 +234,8 @@ impl<const N: usize> Default for Split<N> {
 }
 
 /// The driver side of a split virtqueue: the next avail and used indices
-/// over a `Split` the driver alone owns. Interrupts are never wanted.
+/// over a `Split` the driver alone owns. Interrupts are off unless
+/// `set_interrupts` turns them on.
 pub struct Queue<const N: usize> {
     ring: *mut Split<N>,
     avail: u16,
@@ -273,6 +274,13 @@ impl<const N: usize> Queue<N> {
                 addr_of!((*r).used) as u64,
             )
         }
+    }
+
+    /// Ask the device for an interrupt when it returns buffers (or not: the
+    /// default). Only for queues without EVENT_IDX.
+    pub fn set_interrupts(&mut self, on: bool) {
+        // SAFETY: as in `reset`; the driver owns avail.flags.
+        unsafe { write_volatile(addr_of_mut!((*self.ring).avail.flags), u16::from(!on)) };
     }
 
     /// Write descriptor `i` (out-of-range indices wrap).

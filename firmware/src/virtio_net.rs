@@ -85,6 +85,12 @@ impl Net {
         Ok(n)
     }
 
+    /// Raise the slot's interrupt when frames arrive (for a driver that
+    /// sleeps between polls).
+    pub fn want_rx_interrupts(&mut self) {
+        self.rx.set_interrupts(true);
+    }
+
     /// Put receive buffer `i` in the avail ring (published by the caller).
     fn post_rx(&mut self, i: u16) {
         let bufs = addr_of!(RX_BUF);

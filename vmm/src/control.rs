@@ -12,7 +12,10 @@
 //! Actions: `state`, `pause`, `resume`, `shutdown` (optional `timeout_ms`:
 //! Ctrl-Alt-Del to the guest, then a hard stop when it expires), `metrics`,
 //! `swap-disk` (`id`, `path`: a disk's new backing file, announced to the
-//! guest with a config-change interrupt).
+//! guest with a config-change interrupt; `path` null or absent empties the
+//! slot), `detach-disk` (`id`: the same as `swap-disk` without a path).
+//! `state` and `metrics` answers carry `disks`: each slot's id, path (null
+//! when empty), bytes and read_only.
 
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -48,7 +51,11 @@ pub enum Request {
     Metrics,
     SwapDisk {
         id: String,
-        path: PathBuf,
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    DetachDisk {
+        id: String,
     },
 }
 
@@ -184,8 +191,19 @@ mod tests {
             parse(br#"{"action":"swap-disk","id":"d","path":"/x"}"#),
             Ok(Request::SwapDisk {
                 id: "d".into(),
-                path: "/x".into()
+                path: Some("/x".into())
             })
+        );
+        assert_eq!(
+            parse(br#"{"action":"swap-disk","id":"d","path":null}"#),
+            Ok(Request::SwapDisk {
+                id: "d".into(),
+                path: None
+            })
+        );
+        assert_eq!(
+            parse(br#"{"action":"detach-disk","id":"d"}"#),
+            Ok(Request::DetachDisk { id: "d".into() })
         );
         assert!(parse(br#"{"action":"explode"}"#).is_err());
         assert!(parse(b"not json").is_err());

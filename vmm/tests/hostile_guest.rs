@@ -59,7 +59,7 @@ impl Driver {
         let path = dir.path().join("disk.raw");
         std::fs::write(&path, vec![0xab; DISK_BYTES]).unwrap();
         let cfg = DiskConfig {
-            path,
+            path: Some(path),
             read_only,
             direct: DirectMode::Off,
             id: Some("hostile".into()),

@@ -14,6 +14,11 @@ use kiln_firmware::virtio_blk::{self, Blk};
 use kiln_firmware::virtio_mmio::InitError;
 use kiln_firmware::virtio_net::Net;
 
+#[path = "kiln-firmware/irq.rs"]
+mod irq;
+#[path = "kiln-firmware/serve.rs"]
+mod serve;
+
 global_asm!(include_str!("../entry.S"), options(att_syntax));
 
 /// COM1 data register.
@@ -62,14 +67,19 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
         b"blk-bench" => blk_bench(cmdline),
         b"net-echo" => net_echo(cmdline),
         b"net-bench" => net_bench(cmdline),
-        b"idle" => idle_until_ctrl_alt_del(),
+        b"idle" => idle_until_ctrl_alt_del(cmdline),
+        b"serve" => serve::serve(cmdline),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
         b"hang" => loop {
             core::hint::spin_loop();
         },
-        // SAFETY: ud2 only raises #UD, which is the point.
-        b"fault" => unsafe { asm!("ud2", options(nomem, nostack)) },
+        // A page fault (nothing is mapped at 64 GiB): the exception handler
+        // triple-faults. (#UD is the sleep call, see `irq`.)
+        // SAFETY: the read faults; it never returns data.
+        b"fault" => unsafe {
+            core::ptr::read_volatile(0x10_0000_0000usize as *const u8);
+        },
         other => {
             let mut l = Line::new();
             l.bytes(b"kiln-firmware: error: unknown mode ")
@@ -81,7 +91,7 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
     // `kiln.after=idle`: stay up until Ctrl-Alt-Del (benchmarks read the
     // VMM's thread statistics before stopping it).
     if cmdline::value(cmdline, b"kiln.after") == Some(b"idle") {
-        idle_until_ctrl_alt_del();
+        idle_until_ctrl_alt_del(cmdline);
     }
     power_off()
 }
@@ -257,18 +267,35 @@ fn blk_check(cmdline: &[u8], hold: bool) {
         .and_then(cmdline::parse_mem)
         .unwrap_or(1 << 20);
     let bytes = want.min(blk.sectors * 512) & !511;
-    // SAFETY: DATA is only used by this single-threaded job.
+    if !check_write(&mut blk, 0, bytes) {
+        return;
+    }
+    if hold {
+        let mut l = Line::new();
+        l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
+        write_com1(l.as_bytes());
+        // Its first keyboard look also makes the VMM write out the console line.
+        idle_until_ctrl_alt_del(cmdline);
+        return;
+    }
+    check_read(&mut blk, 0, bytes);
+}
+
+/// Write the blk-check pattern over `bytes` bytes from byte `start` (both
+/// multiples of 512) and flush; false (said on the console) on an error.
+fn check_write(blk: &mut Blk, start: u64, bytes: u64) -> bool {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
     let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
     let chunk = &mut buf[..CHECK_CHUNK];
-    let mut off = 0u64;
-    while off < bytes {
-        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+    let mut off = start;
+    while off < start + bytes {
+        let n = (start + bytes - off).min(CHECK_CHUNK as u64) as usize;
         virtio_blk::fill_pattern(&mut chunk[..n], off);
         // SAFETY: the chunk stays untouched until `run` returns.
         let st = unsafe { blk.run(virtio_blk::T_OUT, off / 512, chunk.as_mut_ptr(), n as u32) };
         if st != virtio_blk::S_OK {
             status_line(b"write", st, off / 512);
-            return;
+            return false;
         }
         off += n as u64;
     }
@@ -276,25 +303,26 @@ fn blk_check(cmdline: &[u8], hold: bool) {
     let st = unsafe { blk.run(virtio_blk::T_FLUSH, 0, core::ptr::null_mut(), 0) };
     if st != virtio_blk::S_OK {
         status_line(b"flush", st, 0);
-        return;
+        return false;
     }
-    if hold {
-        let mut l = Line::new();
-        l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
-        write_com1(l.as_bytes());
-        // Its port polling also makes the VMM write out the console line.
-        idle_until_ctrl_alt_del();
-        return;
-    }
-    off = 0;
-    while off < bytes {
-        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+    true
+}
+
+/// Read `bytes` bytes from byte `start` back and compare them with the
+/// pattern; prints `blk-check ok <bytes>` or the first mismatch.
+fn check_read(blk: &mut Blk, start: u64, bytes: u64) -> bool {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let chunk = &mut buf[..CHECK_CHUNK];
+    let mut off = start;
+    while off < start + bytes {
+        let n = (start + bytes - off).min(CHECK_CHUNK as u64) as usize;
         chunk[..n].fill(0);
         // SAFETY: as above.
         let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, chunk.as_mut_ptr(), n as u32) };
         if st != virtio_blk::S_OK {
             status_line(b"read", st, off / 512);
-            return;
+            return false;
         }
         if let Some((at, got, wanted)) = virtio_blk::check_pattern(&chunk[..n], off) {
             let mut l = Line::new();
@@ -306,13 +334,42 @@ fn blk_check(cmdline: &[u8], hold: bool) {
                 .hex(wanted)
                 .bytes(b"\n");
             write_com1(l.as_bytes());
-            return;
+            return false;
         }
         off += n as u64;
     }
     let mut l = Line::new();
     l.bytes(b"blk-check ok ").dec(bytes).bytes(b"\n");
     write_com1(l.as_bytes());
+    true
+}
+
+/// Read `bytes` bytes from byte `start` (a read-only disk's check);
+/// prints `blk-check readable <bytes>` or the failed request.
+fn check_readable(blk: &mut Blk, start: u64, bytes: u64) {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let mut off = start;
+    while off < start + bytes {
+        let n = (start + bytes - off).min(CHECK_CHUNK as u64) as u32;
+        // SAFETY: the buffer stays untouched until `run` returns.
+        let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, buf.as_mut_ptr(), n) };
+        if st != virtio_blk::S_OK {
+            return status_line(b"read", st, off / 512);
+        }
+        off += u64::from(n);
+    }
+    let mut l = Line::new();
+    l.bytes(b"blk-check readable ").dec(bytes).bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// Make the VMM write out console bytes now: kiln-vmm's COM1 data port is
+/// coalesced (bytes wait in KVM's ring until the next exit to the VMM), and
+/// a sleeping guest's exits (hlt, LAPIC, ioeventfds) never reach it. Reading
+/// the line status register is such an exit.
+fn flush_console() {
+    let _ = inb(COM1 + 5);
 }
 
 /// Print the capacity and the first word of sector 0.
@@ -349,10 +406,12 @@ fn blk_watch(cmdline: &[u8]) {
     if !blk_report(&mut blk, b"before") {
         return;
     }
-    while blk.config_generation() == generation {
-        for _ in 0..100_000 {
-            core::hint::spin_loop();
-        }
+    irq::init(cmdline);
+    let mut waker = Waker::new();
+    // The config-change interrupt wakes the sleep; the generation is read
+    // (an exit) only then and on the safety-net ticks.
+    while !waker.keyboard_due() || blk.config_generation() == generation {
+        waker.sleep();
     }
     blk.read_config();
     blk_report(&mut blk, b"after");
@@ -544,20 +603,17 @@ fn net_echo(cmdline: &[u8]) {
     let Some((mut net, me)) = net_setup(cmdline, b"net-echo") else {
         return;
     };
-    let mut idle = 0u64;
-    let mut seen_del = false;
+    irq::init(cmdline);
+    net.want_rx_interrupts();
+    let mut waker = Waker::new();
     loop {
         let n = net.receive(|net, frame| {
             net.send_with(|out| net_echo::answer(&me, frame, out));
         });
         if n > 0 {
-            idle = 0;
             continue;
         }
-        idle += 1;
-        core::hint::spin_loop();
-        // Look at the keyboard now and then (each look is a VM exit).
-        if idle.is_multiple_of(200_000) && ctrl_alt_del(&mut seen_del) {
+        if waker.keyboard_due() && ctrl_alt_del(&mut waker.seen_del) {
             let mut l = Line::new();
             l.bytes(b"net-echo: received ")
                 .dec(net.received)
@@ -567,6 +623,7 @@ fn net_echo(cmdline: &[u8]) {
             write_com1(l.as_bytes());
             return;
         }
+        waker.sleep();
     }
 }
 
@@ -730,17 +787,49 @@ fn ctrl_alt_del(seen_del: &mut bool) -> bool {
 }
 
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to
-/// shut down), polling the controller's status port with a pause between polls.
-fn idle_until_ctrl_alt_del() {
-    let mut seen_del = false;
+/// shut down), asleep in `hlt` between looks (see `irq`).
+fn idle_until_ctrl_alt_del(cmdline: &[u8]) {
+    irq::init(cmdline);
+    let mut waker = Waker::new();
     loop {
-        for _ in 0..20_000 {
-            core::hint::spin_loop();
-        }
-        if ctrl_alt_del(&mut seen_del) {
+        if waker.keyboard_due() && ctrl_alt_del(&mut waker.seen_del) {
             write_com1(b"kiln-firmware: ctrl-alt-del, powering off\n");
             return;
         }
+        waker.sleep();
+    }
+}
+
+/// Ticks between looks at the keyboard when its interrupt did not fire
+/// (a safety net: Ctrl-Alt-Del raises IRQ 1, which wakes the sleep at once).
+const KEYBOARD_EVERY_TICKS: u32 = 5;
+
+/// What woke a sleeping job, and when the keyboard is worth a look (each
+/// look is an exit to the VMM).
+struct Waker {
+    ticks: u32,
+    dev: bool,
+    seen_del: bool,
+}
+
+impl Waker {
+    fn new() -> Self {
+        Waker {
+            ticks: 0,
+            dev: true,
+            seen_del: false,
+        }
+    }
+
+    fn sleep(&mut self) {
+        self.dev |= irq::sleep();
+        self.ticks = self.ticks.wrapping_add(1);
+    }
+
+    /// True when a device interrupt came since the last call or the
+    /// safety-net period is up.
+    fn keyboard_due(&mut self) -> bool {
+        core::mem::take(&mut self.dev) || self.ticks.is_multiple_of(KEYBOARD_EVERY_TICKS)
     }
 }
 

@@ -294,12 +294,17 @@ impl QueueWorker {
     /// Pop and start every available request (at most a ring's worth);
     /// returns how many. Notifications are the caller's business.
     fn process_queue(&mut self) -> usize {
-        if self.interrupt.is_broken() {
-            return 0;
-        }
         if self.disk.generation() != self.files_generation {
+            if self.in_flight > 0 {
+                // A swap or detach: let the old file's requests complete
+                // first (new ones wait in the ring meanwhile).
+                return 0;
+            }
             self.files_generation = self.disk.generation();
             self.files = self.disk.current();
+        }
+        if self.interrupt.is_broken() {
+            return 0;
         }
         let mem = self.mem.clone();
         let mut popped = 0usize;
