@@ -39,7 +39,7 @@ const I8042_IRQ: u32 = 1;
 
 /// Period of the LAPIC timer. KVM's APIC bus runs at 1 GHz, so with the
 /// divider at 1 this is nanoseconds.
-pub const TICK_NS: u32 = 10_000_000;
+pub const TICK_NS: u32 = 20_000_000;
 
 extern "C" {
     /// Set by the ring-0 handler of `VEC_DEV` (`entry.S`).

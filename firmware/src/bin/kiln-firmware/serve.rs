@@ -1,9 +1,11 @@
 //! `kiln.mode=serve [ip=A/N] [tcp=P,…]`: what a cloud server runs. With a
 //! NIC: take an address by DHCP (or `ip=`), print
 //! `kiln-firmware: dhcp <ip>/<prefix> router <gw>` (or `dhcp failed` after
-//! ~10 s and carry on without one), then answer ARP, ICMP echo, UDP echo and
-//! TCP SYNs as net-echo does (ports `tcp=`, default 22 and 80), renewing
-//! the lease at half its time. Meanwhile watch every virtio-blk slot: a
+//! ~10 s, then keep asking every 4 s while everything else goes on), and
+//! answer ARP, ICMP echo, UDP echo and TCP SYNs as net-echo does (ports
+//! `tcp=`, default 22 and 80), renewing the lease at half its time. The
+//! DHCP client is a state machine polled by the one serve loop, so disks
+//! and Ctrl-Alt-Del are looked after while it waits. Meanwhile watch every virtio-blk slot: a
 //! capacity going from 0 to N (a hot attach) prints
 //! `kiln-firmware: disk <slot> attached <bytes>` and runs blk-check on the
 //! disk's LAST MiB (so data at its start is never touched; read-only disks
@@ -20,10 +22,8 @@ use kiln_firmware::net_echo::{self, Me};
 use kiln_firmware::virtio_blk::{Blk, MAX_UNITS};
 use kiln_firmware::virtio_net::Net;
 
-use super::{
-    check_read, check_readable, check_write, ctrl_alt_del, flush_console, irq, open_net, rdtsc,
-    say, tsc_hz, write_com1, Waker,
-};
+use super::blk_jobs::{check_read, check_readable, check_write};
+use super::{ctrl_alt_del, flush_console, irq, open_net, rdtsc, say, tsc_hz, write_com1, Waker};
 
 /// Bytes blk-check covers at the end of a hot-attached disk.
 const CHECK_TAIL: u64 = 1 << 20;
@@ -41,26 +41,14 @@ struct Disk {
     bytes: u64,
 }
 
-/// The lease in use and when to renew it.
-struct Lease {
-    server: [u8; 4],
-    renew_at: u64,
-}
-
 pub fn serve(cmdline: &[u8]) {
     irq::init(cmdline);
     let hz = tsc_hz().unwrap_or(GUESS_HZ);
     let mut disks = open_disks(cmdline);
     let mut waker = Waker::new();
-    let mut net = None;
-    if let Some(n) = open_net(cmdline) {
-        net = start_net(cmdline, n, hz, &mut waker);
-    }
+    let mut nic = open_net(cmdline).map(|net| Nic::new(cmdline, net, hz));
     loop {
-        let mut busy = false;
-        if let Some((net, me, lease)) = net.as_mut() {
-            busy = serve_frames(net, me, lease, hz);
-        }
+        let busy = nic.as_mut().is_some_and(Nic::poll);
         if waker.keyboard_due() {
             if ctrl_alt_del(&mut waker.seen_del) {
                 write_com1(b"kiln-firmware: ctrl-alt-del, powering off\n");
@@ -143,73 +131,219 @@ fn watch(d: &mut Disk) {
     flush_console();
 }
 
-/// Our address from `ip=` or DHCP, then ready to serve (None: no address).
-fn start_net(
-    cmdline: &[u8],
-    mut net: Net,
+/// Where our address comes from.
+enum Addr {
+    /// `ip=` on the command line.
+    Static,
+    /// DHCP: discovering (`requesting` None) or requesting an offer; after
+    /// `give_up` it says `dhcp failed` once and keeps trying every 4 s.
+    Seeking {
+        requesting: Option<([u8; 4], [u8; 4])>,
+        attempt: u32,
+        next_send: u64,
+        give_up: u64,
+        failed_said: bool,
+    },
+    /// A lease from `server`, renewed (broadcast REQUEST) from `renew_at`.
+    Bound { server: [u8; 4], renew_at: u64 },
+}
+
+/// The NIC of `serve`: its address (static or by DHCP) and the answers.
+struct Nic {
+    net: Net,
+    me: Me,
+    addr: Addr,
+    xid: u32,
     hz: u64,
-    waker: &mut Waker,
-) -> Option<(Net, Me, Option<Lease>)> {
-    net.want_rx_interrupts();
-    let mut me = Me {
-        mac: net.mac,
-        ip: [0; 4],
-        tcp_ports: [0; net_echo::MAX_TCP_PORTS],
-        n_tcp_ports: 0,
-    };
-    match cmdline::value(cmdline, b"tcp") {
-        Some(ports) => {
-            if !net_echo::parse_ports(ports, &mut me) {
-                say(&[b"kiln-firmware: bad tcp= port list, answering none"]);
-            }
-        }
-        None => {
-            me.tcp_ports[..DEFAULT_TCP.len()].copy_from_slice(&DEFAULT_TCP);
-            me.n_tcp_ports = DEFAULT_TCP.len();
-        }
-    }
-    if let Some((ip, prefix)) = cmdline::value(cmdline, b"ip").and_then(net_echo::parse_ipv4) {
-        me.ip = ip;
-        let mut l = Line::new();
-        l.bytes(b"kiln-firmware: static ");
-        ipv4(&mut l, ip);
-        l.bytes(b"/").dec(u64::from(prefix)).bytes(b"\n");
-        write_com1(l.as_bytes());
-        flush_console();
-        return Some((net, me, None));
-    }
-    match dhcp_lease(&mut net, &me, hz, waker) {
-        Some((ack, lease)) => {
-            me.ip = ack.ip;
-            let mut l = Line::new();
-            l.bytes(b"kiln-firmware: dhcp ");
-            ipv4(&mut l, ack.ip);
-            l.bytes(b"/").dec(u64::from(ack.prefix.unwrap_or(24)));
-            l.bytes(b" router ");
-            match ack.router {
-                Some(r) => ipv4(&mut l, r),
-                None => {
-                    l.bytes(b"none");
+}
+
+impl Nic {
+    /// Our address from `ip=`, or the DHCP client started (no address yet).
+    fn new(cmdline: &[u8], mut net: Net, hz: u64) -> Nic {
+        net.want_rx_interrupts();
+        let mut me = Me {
+            mac: net.mac,
+            ip: [0; 4],
+            tcp_ports: [0; net_echo::MAX_TCP_PORTS],
+            n_tcp_ports: 0,
+        };
+        match cmdline::value(cmdline, b"tcp") {
+            Some(ports) => {
+                if !net_echo::parse_ports(ports, &mut me) {
+                    say(&[b"kiln-firmware: bad tcp= port list, answering none"]);
                 }
             }
-            l.bytes(b"\n");
-            write_com1(l.as_bytes());
-            let mut l = Line::new();
-            l.bytes(b"kiln-firmware: dhcp mtu ")
-                .dec(u64::from(ack.mtu.unwrap_or(1500)))
-                .bytes(b" lease ")
-                .dec(u64::from(ack.lease_secs.unwrap_or(0)))
-                .bytes(b"s\n");
-            write_com1(l.as_bytes());
-            flush_console();
-            Some((net, me, Some(lease)))
+            None => {
+                me.tcp_ports[..DEFAULT_TCP.len()].copy_from_slice(&DEFAULT_TCP);
+                me.n_tcp_ports = DEFAULT_TCP.len();
+            }
         }
-        None => {
-            write_com1(b"kiln-firmware: dhcp failed\n");
-            flush_console();
-            None
+        let now = rdtsc();
+        let mac = me.mac;
+        let xid = (now as u32) ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
+        let addr = match cmdline::value(cmdline, b"ip").and_then(net_echo::parse_ipv4) {
+            Some((ip, prefix)) => {
+                me.ip = ip;
+                let mut l = Line::new();
+                l.bytes(b"kiln-firmware: static ");
+                ipv4(&mut l, ip);
+                l.bytes(b"/").dec(u64::from(prefix)).bytes(b"\n");
+                write_com1(l.as_bytes());
+                flush_console();
+                Addr::Static
+            }
+            None => Addr::Seeking {
+                requesting: None,
+                attempt: 0,
+                next_send: now,
+                give_up: now + dhcp::GIVE_UP_MS * hz / 1000,
+                failed_said: false,
+            },
+        };
+        Nic {
+            net,
+            me,
+            addr,
+            xid,
+            hz,
         }
     }
+
+    /// Answer every frame waiting (with an address), take DHCP replies, send
+    /// what the DHCP client owes; true when frames came.
+    fn poll(&mut self) -> bool {
+        let me = self.me;
+        let xid = match self.addr {
+            Addr::Static => None,
+            _ => Some(self.xid),
+        };
+        let mut reply = None;
+        let n = self.net.receive(|net, frame| {
+            if let Some(r) = xid.and_then(|x| dhcp::parse_reply(frame, me.mac, x)) {
+                reply = Some(r);
+            } else if me.ip != [0; 4] {
+                net.send_with(|out| net_echo::answer(&me, frame, out));
+            }
+        });
+        let now = rdtsc();
+        if let Some(r) = reply {
+            self.on_reply(r, now);
+        }
+        self.tick(now);
+        n > 0
+    }
+
+    fn on_reply(&mut self, r: dhcp::Reply, now: u64) {
+        match &mut self.addr {
+            Addr::Static => {}
+            Addr::Seeking {
+                requesting,
+                attempt,
+                next_send,
+                ..
+            } => match r.kind {
+                dhcp::OFFER if requesting.is_none() => {
+                    if let Some(server) = r.server_id {
+                        *requesting = Some((r.ip, server));
+                        *attempt = 0;
+                        *next_send = now;
+                    }
+                }
+                dhcp::ACK if requesting.is_some() => {
+                    let server = r.server_id.or(requesting.map(|q| q.1)).unwrap_or([0; 4]);
+                    self.me.ip = r.ip;
+                    self.addr = Addr::Bound {
+                        server,
+                        renew_at: renew_at(now, self.hz, r.lease_secs),
+                    };
+                    say_lease(&r);
+                }
+                dhcp::NAK => {
+                    *requesting = None;
+                    *attempt = 0;
+                    *next_send = now;
+                }
+                _ => {}
+            },
+            Addr::Bound { renew_at: at, .. } => match r.kind {
+                dhcp::ACK if r.ip == self.me.ip => *at = renew_at(now, self.hz, r.lease_secs),
+                dhcp::NAK => {
+                    write_com1(b"kiln-firmware: dhcp lease refused, asking again\n");
+                    self.me.ip = [0; 4];
+                    self.addr = Addr::Seeking {
+                        requesting: None,
+                        attempt: 0,
+                        next_send: now,
+                        give_up: now + dhcp::GIVE_UP_MS * self.hz / 1000,
+                        failed_said: false,
+                    };
+                }
+                _ => {}
+            },
+        }
+    }
+
+    fn tick(&mut self, now: u64) {
+        let (mac, xid, hz) = (self.me.mac, self.xid, self.hz);
+        match &mut self.addr {
+            Addr::Static => {}
+            Addr::Seeking {
+                requesting,
+                attempt,
+                next_send,
+                give_up,
+                failed_said,
+            } => {
+                if now >= *give_up && !*failed_said {
+                    *failed_said = true;
+                    write_com1(b"kiln-firmware: dhcp failed\n");
+                    flush_console();
+                }
+                if now >= *next_send {
+                    let req = *requesting;
+                    self.net
+                        .send_with(|out| dhcp::request_frame(mac, xid, req, out));
+                    *next_send = now + dhcp::backoff_ms(*attempt) * hz / 1000;
+                    *attempt = attempt.saturating_add(1);
+                }
+            }
+            Addr::Bound { server, renew_at } => {
+                if now >= *renew_at {
+                    // Broadcast REQUEST for the address we hold; again every
+                    // 10 s until an ACK moves renew_at on.
+                    let req = Some((self.me.ip, *server));
+                    self.net
+                        .send_with(|out| dhcp::request_frame(mac, xid, req, out));
+                    *renew_at = now + 10 * hz;
+                }
+            }
+        }
+    }
+}
+
+/// `kiln-firmware: dhcp <ip>/<prefix> router <gw>` and the MTU/lease line.
+fn say_lease(ack: &dhcp::Reply) {
+    let mut l = Line::new();
+    l.bytes(b"kiln-firmware: dhcp ");
+    ipv4(&mut l, ack.ip);
+    l.bytes(b"/").dec(u64::from(ack.prefix.unwrap_or(24)));
+    l.bytes(b" router ");
+    match ack.router {
+        Some(r) => ipv4(&mut l, r),
+        None => {
+            l.bytes(b"none");
+        }
+    }
+    l.bytes(b"\n");
+    write_com1(l.as_bytes());
+    let mut l = Line::new();
+    l.bytes(b"kiln-firmware: dhcp mtu ")
+        .dec(u64::from(ack.mtu.unwrap_or(1500)))
+        .bytes(b" lease ")
+        .dec(u64::from(ack.lease_secs.unwrap_or(0)))
+        .bytes(b"s\n");
+    write_com1(l.as_bytes());
+    flush_console();
 }
 
 fn ipv4(l: &mut Line, ip: [u8; 4]) {
@@ -221,100 +355,15 @@ fn ipv4(l: &mut Line, ip: [u8; 4]) {
     }
 }
 
-/// When to renew a lease of `secs` seconds (at half its time; 0 or none:
-/// in an hour).
+/// When to renew a lease of `secs` seconds: at half its time (none or
+/// 0: in an hour; infinite: never, in practice).
 fn renew_at(now: u64, hz: u64, secs: Option<u32>) -> u64 {
     let half = match secs {
-        Some(s) if s > 1 && s != u32::MAX => u64::from(s / 2),
         Some(u32::MAX) => u64::from(u32::MAX),
+        Some(s) if s > 1 => u64::from(s / 2),
         _ => 3600,
     };
     now.saturating_add(half.saturating_mul(hz))
-}
-
-/// DISCOVER → OFFER → REQUEST → ACK, with retries (`dhcp::backoff_ms`)
-/// until `dhcp::GIVE_UP_MS`; a NAK starts over. Sleeps between looks.
-fn dhcp_lease(net: &mut Net, me: &Me, hz: u64, waker: &mut Waker) -> Option<(dhcp::Reply, Lease)> {
-    let mac = me.mac;
-    let start = rdtsc();
-    let xid = (start as u32) ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
-    let give_up = start + dhcp::GIVE_UP_MS * hz / 1000;
-    // None: discovering; Some((ip, server)): requesting.
-    let mut requesting: Option<([u8; 4], [u8; 4])> = None;
-    let mut attempt = 0u32;
-    let mut next_send = start;
-    loop {
-        let now = rdtsc();
-        if now >= give_up {
-            return None;
-        }
-        if now >= next_send {
-            net.send_with(|out| dhcp::request_frame(mac, xid, requesting, out));
-            next_send = now + dhcp::backoff_ms(attempt) * hz / 1000;
-            attempt += 1;
-        }
-        let mut reply = None;
-        net.receive(|_, frame| {
-            if let Some(r) = dhcp::parse_reply(frame, mac, xid) {
-                reply = Some(r);
-            }
-        });
-        match reply {
-            Some(r) if r.kind == dhcp::OFFER && requesting.is_none() => {
-                if let Some(server) = r.server_id {
-                    requesting = Some((r.ip, server));
-                    attempt = 0;
-                    next_send = 0;
-                }
-            }
-            Some(r) if r.kind == dhcp::ACK && requesting.is_some() => {
-                let server = r.server_id.or(requesting.map(|q| q.1)).unwrap_or([0; 4]);
-                let lease = Lease {
-                    server,
-                    renew_at: renew_at(rdtsc(), hz, r.lease_secs),
-                };
-                return Some((r, lease));
-            }
-            Some(r) if r.kind == dhcp::NAK => {
-                requesting = None;
-                attempt = 0;
-                next_send = 0;
-            }
-            _ => waker.sleep(),
-        }
-    }
-}
-
-/// Answer every frame waiting (and renew the lease when due); true when
-/// there were frames.
-fn serve_frames(net: &mut Net, me: &mut Me, lease: &mut Option<Lease>, hz: u64) -> bool {
-    let xid = u32::from_be_bytes(me.ip) ^ 0x6b69_6c6e;
-    let mut renewed = None;
-    let n = net.receive(|net, frame| {
-        if lease.is_some() {
-            if let Some(r) = dhcp::parse_reply(frame, me.mac, xid) {
-                renewed = Some(r);
-                return;
-            }
-        }
-        net.send_with(|out| net_echo::answer(me, frame, out));
-    });
-    if let (Some(l), Some(r)) = (lease.as_mut(), renewed) {
-        if r.kind == dhcp::ACK && r.ip == me.ip {
-            l.renew_at = renew_at(rdtsc(), hz, r.lease_secs);
-        }
-    }
-    if let Some(l) = lease.as_mut() {
-        let now = rdtsc();
-        if now >= l.renew_at {
-            // Broadcast REQUEST for the address we hold; retried every 10 s
-            // until an ACK moves renew_at on.
-            let (mac, ip, server) = (me.mac, me.ip, l.server);
-            net.send_with(|out| dhcp::request_frame(mac, xid, Some((ip, server)), out));
-            l.renew_at = now + 10 * hz;
-        }
-    }
-    n > 0
 }
 
 /// A fixed-capacity list (the firmware has no allocator).
