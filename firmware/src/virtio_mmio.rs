@@ -322,6 +322,13 @@ impl<const N: usize> Queue<N> {
         }
     }
 
+    /// True when the device returned entries not popped yet.
+    pub fn has_used(&self) -> bool {
+        fence(Ordering::SeqCst);
+        // SAFETY: used.idx is device-written memory of our rings.
+        unsafe { read_volatile(addr_of!((*self.ring).used.idx)) != self.used }
+    }
+
     /// The next used entry, if the device returned one.
     pub fn pop_used(&mut self) -> Option<UsedElem> {
         let r = self.ring;

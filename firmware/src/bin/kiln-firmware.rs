@@ -278,15 +278,8 @@ fn net_echo(cmdline: &[u8]) {
         return;
     };
     irq::init(cmdline);
-    net.want_rx_interrupts();
     let mut waker = Waker::new();
     loop {
-        let n = net.receive(|net, frame| {
-            net.send_with(|out| net_echo::answer(&me, frame, out));
-        });
-        if n > 0 {
-            continue;
-        }
         if waker.keyboard_due() && ctrl_alt_del(&mut waker.seen_del) {
             let mut l = Line::new();
             l.bytes(b"net-echo: received ")
@@ -297,7 +290,15 @@ fn net_echo(cmdline: &[u8]) {
             write_com1(l.as_bytes());
             return;
         }
+        let n = net.receive(|net, frame| {
+            net.send_with(|out| net_echo::answer(&me, frame, out));
+        });
+        if n > 0 || !net.rx_interrupts_before_sleep() {
+            waker.busy();
+            continue;
+        }
         waker.sleep();
+        net.rx_interrupts_off();
     }
 }
 
@@ -478,11 +479,17 @@ fn idle_until_ctrl_alt_del(cmdline: &[u8]) {
 /// (a safety net: Ctrl-Alt-Del raises IRQ 1, which wakes the sleep at once).
 const KEYBOARD_EVERY_TICKS: u32 = 3;
 
+/// Polls without a sleep between keyboard looks (a job kept busy by a
+/// flood of frames still hears Ctrl-Alt-Del).
+const KEYBOARD_EVERY_POLLS: u32 = 20_000;
+
 /// What woke a sleeping job, and when the keyboard is worth a look (each
 /// look is an exit to the VMM).
 struct Waker {
     ticks: u32,
-    dev: bool,
+    busy_polls: u32,
+    /// A device interrupt came or the safety-net tick passed.
+    due: bool,
     seen_del: bool,
 }
 
@@ -490,20 +497,31 @@ impl Waker {
     fn new() -> Self {
         Waker {
             ticks: 0,
-            dev: true,
+            busy_polls: 0,
+            due: true,
             seen_del: false,
         }
     }
 
     fn sleep(&mut self) {
-        self.dev |= irq::sleep();
+        let dev = irq::sleep();
         self.ticks = self.ticks.wrapping_add(1);
+        self.due |= dev || self.ticks.is_multiple_of(KEYBOARD_EVERY_TICKS);
     }
 
-    /// True when a device interrupt came since the last call or the
-    /// safety-net period is up.
+    /// The job polled again instead of sleeping.
+    fn busy(&mut self) {
+        self.busy_polls = self.busy_polls.wrapping_add(1);
+    }
+
+    /// True when a device interrupt came since the last call, the
+    /// safety-net period is up, or the job has been busy for a while.
     fn keyboard_due(&mut self) -> bool {
-        core::mem::take(&mut self.dev) || self.ticks.is_multiple_of(KEYBOARD_EVERY_TICKS)
+        if self.busy_polls >= KEYBOARD_EVERY_POLLS {
+            self.busy_polls = 0;
+            return true;
+        }
+        core::mem::take(&mut self.due)
     }
 }
 

@@ -58,8 +58,16 @@ pub fn serve(cmdline: &[u8]) {
                 watch(d);
             }
         }
-        if !busy {
-            waker.sleep();
+        let frames_waiting = nic
+            .as_mut()
+            .is_some_and(|n| !n.net.rx_interrupts_before_sleep());
+        if busy || frames_waiting {
+            waker.busy();
+            continue;
+        }
+        waker.sleep();
+        if let Some(n) = nic.as_mut() {
+            n.net.rx_interrupts_off();
         }
     }
 }
@@ -159,8 +167,7 @@ struct Nic {
 
 impl Nic {
     /// Our address from `ip=`, or the DHCP client started (no address yet).
-    fn new(cmdline: &[u8], mut net: Net, hz: u64) -> Nic {
-        net.want_rx_interrupts();
+    fn new(cmdline: &[u8], net: Net, hz: u64) -> Nic {
         let mut me = Me {
             mac: net.mac,
             ip: [0; 4],
