@@ -22,7 +22,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Errors setting up the control socket.
@@ -37,8 +37,9 @@ pub enum ControlError {
     },
 }
 
-/// One control request.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One control request (clients may build it and serialize it: one JSON
+/// object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     State,
@@ -205,6 +206,13 @@ mod tests {
             parse(br#"{"action":"detach-disk","id":"d"}"#),
             Ok(Request::DetachDisk { id: "d".into() })
         );
+        // What a client (kiln-node) sends is what the VMM reads.
+        let swap = Request::SwapDisk {
+            id: "vol-1".into(),
+            path: Some("/v.raw".into()),
+        };
+        let line = serde_json::to_vec(&swap).unwrap();
+        assert_eq!(parse(&line), Ok(swap));
         assert!(parse(br#"{"action":"explode"}"#).is_err());
         assert!(parse(b"not json").is_err());
     }

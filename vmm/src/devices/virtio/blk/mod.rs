@@ -189,7 +189,7 @@ impl SharedDisk {
 }
 
 /// What the control socket shows of a disk slot.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiskInfo {
     pub id: String,
     /// The backing file; None for an empty slot.
