@@ -85,6 +85,29 @@ kiln_fault:
     lidt kiln_null_idtr(%rip)
     ud2
 
+/* kiln.mode jobs sleep with `ud2` in ring 3: #UD (vector 6) is the sleep
+ * call. (`int $n` through a DPL-3 gate would be the textbook way, but this
+ * platform's ring-0 emulation turns it into a fault; exceptions do reach
+ * their handlers.) Skip the ud2, enable interrupts, halt until one arrives,
+ * return to ring 3 with its own flags (IF clear again). Any interrupt taken meanwhile lands in
+ * kiln_wake (EOI through the moffs form of mov: one instruction, any value
+ * ends the interrupt in KVM's LAPIC) or, for the vector the devices' IO-APIC
+ * pins use, kiln_wake_dev, which also notes that a device spoke. Five or
+ * six emulated instructions per sleep. */
+    .globl kiln_sleep
+kiln_sleep:
+    addq $2, (%rsp)
+    sti
+    hlt
+    iretq
+    .globl kiln_wake_dev
+kiln_wake_dev:
+    movb $1, kiln_dev_irq(%rip)
+    .globl kiln_wake
+kiln_wake:
+    movabs %eax, 0xfee000b0
+    iretq
+
     .section .rodata
 kiln_fault_msg:
     .ascii "kiln-firmware: fault\n"
@@ -138,7 +161,7 @@ kiln_gdtr:
     .quad kiln_gdt
     .p2align 3
 kiln_idtr:
-    .word 32 * 16 - 1
+    .word 256 * 16 - 1
     .quad kiln_idt
     .p2align 4
     .globl kiln_tss
@@ -154,10 +177,29 @@ kiln_tss:
 kiln_tss_end:
     .p2align 4
 kiln_idt:
-    .rept 32
+    .rept 6                     /* exceptions 0..5 */
     .quad kiln_idt_lo
     .quad kiln_idt_hi
     .endr
+    .quad kiln_idt_sleep_lo     /* 6, #UD: the sleep call */
+    .quad kiln_idt_sleep_hi
+    .rept 25                    /* exceptions 7..31 */
+    .quad kiln_idt_lo
+    .quad kiln_idt_hi
+    .endr
+    .rept 16                    /* 0x20..0x2f */
+    .quad kiln_idt_wake_lo
+    .quad kiln_idt_wake_hi
+    .endr
+    .quad kiln_idt_dev_lo       /* 0x30: the devices' IO-APIC pins */
+    .quad kiln_idt_dev_hi
+    .rept 0x100 - 0x31          /* 0x31..0xff (0x40: LAPIC timer, 0xff: spurious) */
+    .quad kiln_idt_wake_lo
+    .quad kiln_idt_wake_hi
+    .endr
+    .globl kiln_dev_irq
+kiln_dev_irq:
+    .byte 0
 
     .section .bss
     .p2align 4

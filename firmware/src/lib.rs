@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cmdline;
+pub mod dhcp;
 pub mod line;
 pub mod net_echo;
 pub mod virtio_blk;

@@ -288,6 +288,27 @@ pub fn udp_frame(
     payload: usize,
     out: &mut [u8],
 ) -> Option<usize> {
+    let n = udp_headers(me, dst_mac, dst, ports, payload, out)?;
+    for (i, b) in out[UDP_PAYLOAD..n].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    Some(n)
+}
+
+/// Where a UDP payload starts in the frames `udp_headers` builds.
+pub const UDP_PAYLOAD: usize = ETH + 28;
+
+/// The Ethernet, IPv4 and UDP headers (no UDP checksum) of a datagram of
+/// `payload` bytes from `me`:`sport` to `dst_mac`/`dst`:`dport`; the
+/// payload itself (at `UDP_PAYLOAD`) is the caller's. Its frame length.
+pub fn udp_headers(
+    me: &Me,
+    dst_mac: [u8; 6],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    payload: usize,
+    out: &mut [u8],
+) -> Option<usize> {
     let total = 20 + 8 + payload;
     let o = out.get_mut(..ETH + total)?;
     o[..6].copy_from_slice(&dst_mac);
@@ -309,10 +330,22 @@ pub fn udp_frame(
     put16(u, 2, ports.1);
     put16(u, 4, (8 + payload) as u16);
     put16(u, 6, 0);
-    for (i, b) in u[8..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
     Some(ETH + total)
+}
+
+/// The UDP payload of `f` when it is an IPv4 datagram to `port` (any
+/// address: a DHCP client has none yet).
+pub fn udp_payload_to_port(f: &[u8], port: u16) -> Option<&[u8]> {
+    if f.len() < ETH + 28 || be16(f, 12) != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = &f[ETH..];
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    if ip[9] != PROTO_UDP || ihl < 20 || ip.len() < ihl + 8 || be16(ip, ihl + 2) != port {
+        return None;
+    }
+    let len = usize::from(be16(ip, ihl + 4)).checked_sub(8)?;
+    ip.get(ihl + 8..ihl + 8 + len)
 }
 
 /// The UDP payload length when `f` is a UDP datagram to `me`.

@@ -1,5 +1,6 @@
 //! A polling virtio-blk driver over virtio-mmio (modern, version 2) for the
-//! ring-3 firmware: one split queue in static memory, no interrupts (the
+//! ring-3 firmware: one split queue per device (`MAX_UNITS` of them in
+//! static memory), no interrupts for requests (the
 //! used ring is polled), request slots of three descriptors each (header,
 //! data, status). Guest memory is identity-mapped, so a buffer's address is
 //! its guest-physical address.
@@ -43,21 +44,27 @@ struct Slots {
     status: [u8; SLOTS],
 }
 
-static mut RINGS: Split<{ QUEUE_SIZE as usize }> = Split::new();
+/// Devices driven at once (one static queue and request memory each).
+pub const MAX_UNITS: usize = 8;
 
-static mut SLOT_MEM: Slots = Slots {
-    headers: [Header {
-        kind: 0,
-        reserved: 0,
-        sector: 0,
-    }; SLOTS],
-    status: [0; SLOTS],
-};
+static mut RINGS: [Split<{ QUEUE_SIZE as usize }>; MAX_UNITS] = [const { Split::new() }; MAX_UNITS];
 
-/// The driver of one virtio-blk device. Only one may exist (its queue lives
-/// in static memory).
+static mut SLOT_MEM: [Slots; MAX_UNITS] = [const {
+    Slots {
+        headers: [Header {
+            kind: 0,
+            reserved: 0,
+            sector: 0,
+        }; SLOTS],
+        status: [0; SLOTS],
+    }
+}; MAX_UNITS];
+
+/// The driver of one virtio-blk device, on static memory unit `unit`: at
+/// most one `Blk` per unit may exist.
 pub struct Blk {
     dev: Device,
+    unit: usize,
     queue: Queue<{ QUEUE_SIZE as usize }>,
     pub read_only: bool,
     pub flush: bool,
@@ -67,18 +74,32 @@ pub struct Blk {
 }
 
 impl Blk {
-    /// Reset and set up the device at `base`.
+    /// Reset and set up the device at `base` on unit 0.
+    ///
+    /// # Safety
+    /// As for `init_unit`.
+    pub unsafe fn init(base: usize) -> Result<Blk, InitError> {
+        // SAFETY: caller's contract.
+        unsafe { Blk::init_unit(base, 0) }
+    }
+
+    /// Reset and set up the device at `base` on the static memory of `unit`
+    /// (`unit` < `MAX_UNITS`, else `QueueTooSmall`).
     ///
     /// # Safety
     /// `base` must be a virtio-mmio window mapped for this code, and no other
-    /// `Blk` may be alive (they share the static queue).
-    pub unsafe fn init(base: usize) -> Result<Blk, InitError> {
+    /// `Blk` on `unit` may be alive (they would share its queue).
+    pub unsafe fn init_unit(base: usize, unit: usize) -> Result<Blk, InitError> {
+        if unit >= MAX_UNITS {
+            return Err(InitError::QueueTooSmall);
+        }
         // SAFETY: caller's contract.
         let (dev, agreed) = unsafe { Device::init(base, ID_BLOCK, F_RO | F_FLUSH | F_EVENT_IDX)? };
-        // SAFETY: only this driver uses RINGS (caller's contract).
-        let queue = unsafe { Queue::new(addr_of_mut!(RINGS), agreed & F_EVENT_IDX != 0) };
+        // SAFETY: only this driver uses the unit's rings (caller's contract).
+        let queue = unsafe { Queue::new(addr_of_mut!(RINGS[unit]), agreed & F_EVENT_IDX != 0) };
         let mut b = Blk {
             dev,
+            unit,
             queue,
             read_only: agreed & F_RO != 0,
             flush: agreed & F_FLUSH != 0,
@@ -121,7 +142,9 @@ impl Blk {
     /// `buf..buf+len` must stay valid (and untouched for writes to the
     /// disk) until the request completes.
     pub unsafe fn queue(&mut self, slot: usize, kind: u32, sector: u64, buf: *mut u8, len: u32) {
-        let slots = addr_of_mut!(SLOT_MEM);
+        // SAFETY: a raw pointer to this unit's request memory (unit <
+        // MAX_UNITS, checked at init; indexing is bounds-checked anyway).
+        let slots = unsafe { addr_of_mut!(SLOT_MEM[self.unit]) };
         self.free[slot] = false;
         let d = (slot * 3) as u16;
         // SAFETY: slot < SLOTS (indexing checks) and the driver owns the
@@ -192,7 +215,8 @@ impl Blk {
             return None;
         }
         self.free[slot] = true;
-        let slots = addr_of!(SLOT_MEM);
+        // SAFETY: as in `queue`.
+        let slots = unsafe { addr_of!(SLOT_MEM[self.unit]) };
         // SAFETY: the device wrote the status before the used entry.
         let status = unsafe { read_volatile(addr_of!((*slots).status[slot])) };
         Some((slot, status))

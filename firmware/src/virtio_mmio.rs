@@ -234,7 +234,8 @@ impl<const N: usize> Default for Split<N> {
 }
 
 /// The driver side of a split virtqueue: the next avail and used indices
-/// over a `Split` the driver alone owns. Interrupts are never wanted.
+/// over a `Split` the driver alone owns. Interrupts are off unless
+/// `set_interrupts` turns them on.
 pub struct Queue<const N: usize> {
     ring: *mut Split<N>,
     avail: u16,
@@ -275,6 +276,13 @@ impl<const N: usize> Queue<N> {
         }
     }
 
+    /// Ask the device for an interrupt when it returns buffers (or not: the
+    /// default). Only for queues without EVENT_IDX.
+    pub fn set_interrupts(&mut self, on: bool) {
+        // SAFETY: as in `reset`; the driver owns avail.flags.
+        unsafe { write_volatile(addr_of_mut!((*self.ring).avail.flags), u16::from(!on)) };
+    }
+
     /// Write descriptor `i` (out-of-range indices wrap).
     pub fn set_desc(&mut self, i: u16, d: Desc) {
         // SAFETY: as in `reset`; a descriptor is written only while the
@@ -312,6 +320,13 @@ impl<const N: usize> Queue<N> {
             let flags = unsafe { read_volatile(addr_of!((*r).used.flags)) };
             flags & 1 == 0
         }
+    }
+
+    /// True when the device returned entries not popped yet.
+    pub fn has_used(&self) -> bool {
+        fence(Ordering::SeqCst);
+        // SAFETY: used.idx is device-written memory of our rings.
+        unsafe { read_volatile(addr_of!((*self.ring).used.idx)) != self.used }
     }
 
     /// The next used entry, if the device returned one.

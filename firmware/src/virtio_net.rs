@@ -85,6 +85,23 @@ impl Net {
         Ok(n)
     }
 
+    /// Before sleeping: ask for an interrupt when a frame arrives; false
+    /// (interrupts left off) when one already has, so the caller must not
+    /// sleep. Turn them off again after waking (`rx_interrupts_off`): while
+    /// the driver polls, each interrupt would only cost an exit.
+    pub fn rx_interrupts_before_sleep(&mut self) -> bool {
+        self.rx.set_interrupts(true);
+        if self.rx.has_used() {
+            self.rx.set_interrupts(false);
+            return false;
+        }
+        true
+    }
+
+    pub fn rx_interrupts_off(&mut self) {
+        self.rx.set_interrupts(false);
+    }
+
     /// Put receive buffer `i` in the avail ring (published by the caller).
     fn post_rx(&mut self, i: u16) {
         let bufs = addr_of!(RX_BUF);

@@ -127,11 +127,13 @@ impl<'de> Deserialize<'de> for DirectMode {
     }
 }
 
-/// A disk: a raw file (or block device) served as virtio-blk.
+/// A disk: a raw file (or block device) served as virtio-blk, or an empty
+/// slot (`path` null or absent: capacity 0 until `swap-disk` fills it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     #[serde(default)]
     pub read_only: bool,
     /// O_DIRECT policy: true, false or "auto" (the default).
@@ -258,14 +260,15 @@ impl VmConfig {
                     return Err(ConfigError::DiskId(id.clone()));
                 }
             }
-            match std::fs::metadata(&d.path) {
+            let Some(path) = &d.path else { continue };
+            match std::fs::metadata(path) {
                 Ok(m)
                     if m.is_file()
                         || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => {}
                 _ => {
                     return Err(ConfigError::MissingFile {
                         what: "disk",
-                        path: d.path.clone(),
+                        path: path.clone(),
                     })
                 }
             }
@@ -446,15 +449,20 @@ mod tests {
                 "console": {"log": "/tmp/x.log", "stdout": true},
                 "control_socket": "/tmp/x.sock", "cpuid_mask": ["cx16", "xsave"],
                 "disks": [{"path": "/bin/sh", "read_only": true, "direct": false, "id": "root", "poll_us": 50},
-                          {"path": "/bin/sh", "direct": "auto"}, {"path": "/bin/sh", "direct": true}],
+                          {"path": "/bin/sh", "direct": "auto"}, {"path": "/bin/sh", "direct": true},
+                          {"path": null, "id": "slot"}, {"id": "slot2"}],
                 "shutdown_timeout_ms": 10}"#,
         )
         .unwrap();
         let b = c.validate().unwrap();
+        assert!(c.disks[3].path.is_none() && c.disks[4].path.is_none());
         assert_eq!(b.entry, Entry::Pvh);
         assert_eq!(b.cmdline, "console=ttyS0");
         let modes: Vec<DirectMode> = c.disks.iter().map(|d| d.direct).collect();
-        assert_eq!(modes, [DirectMode::Off, DirectMode::Auto, DirectMode::On]);
+        assert_eq!(
+            modes[..3],
+            [DirectMode::Off, DirectMode::Auto, DirectMode::On]
+        );
         assert!(!b.firmware);
     }
 }

@@ -12,14 +12,17 @@
 //! Actions: `state`, `pause`, `resume`, `shutdown` (optional `timeout_ms`:
 //! Ctrl-Alt-Del to the guest, then a hard stop when it expires), `metrics`,
 //! `swap-disk` (`id`, `path`: a disk's new backing file, announced to the
-//! guest with a config-change interrupt).
+//! guest with a config-change interrupt; `path` null or absent empties the
+//! slot), `detach-disk` (`id`: the same as `swap-disk` without a path).
+//! `state` and `metrics` answers carry `disks`: each slot's id, path (null
+//! when empty), bytes and read_only.
 
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Errors setting up the control socket.
@@ -34,8 +37,9 @@ pub enum ControlError {
     },
 }
 
-/// One control request.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One control request (clients may build it and serialize it: one JSON
+/// object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     State,
@@ -48,7 +52,11 @@ pub enum Request {
     Metrics,
     SwapDisk {
         id: String,
-        path: PathBuf,
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    DetachDisk {
+        id: String,
     },
 }
 
@@ -184,9 +192,27 @@ mod tests {
             parse(br#"{"action":"swap-disk","id":"d","path":"/x"}"#),
             Ok(Request::SwapDisk {
                 id: "d".into(),
-                path: "/x".into()
+                path: Some("/x".into())
             })
         );
+        assert_eq!(
+            parse(br#"{"action":"swap-disk","id":"d","path":null}"#),
+            Ok(Request::SwapDisk {
+                id: "d".into(),
+                path: None
+            })
+        );
+        assert_eq!(
+            parse(br#"{"action":"detach-disk","id":"d"}"#),
+            Ok(Request::DetachDisk { id: "d".into() })
+        );
+        // What a client (kiln-node) sends is what the VMM reads.
+        let swap = Request::SwapDisk {
+            id: "vol-1".into(),
+            path: Some("/v.raw".into()),
+        };
+        let line = serde_json::to_vec(&swap).unwrap();
+        assert_eq!(parse(&line), Ok(swap));
         assert!(parse(br#"{"action":"explode"}"#).is_err());
         assert!(parse(b"not json").is_err());
     }

@@ -195,7 +195,7 @@ impl Vm {
     /// Answer one control request.
     fn handle(&mut self, req: Request) -> Value {
         match req {
-            Request::State => json!({"ok": true, "state": self.state()}),
+            Request::State => json!({"ok": true, "state": self.state(), "disks": self.disks()}),
             Request::Pause => {
                 if !self.paused {
                     self.control.set(Wanted::Pause);
@@ -233,7 +233,8 @@ impl Vm {
                     Some(self.shutdown_deadline.map_or(deadline, |d| d.min(deadline)));
                 json!({"ok": true, "state": self.state()})
             }
-            Request::SwapDisk { id, path } => self.swap_disk(&id, &path),
+            Request::SwapDisk { id, path } => self.swap_disk(&id, path.as_deref()),
+            Request::DetachDisk { id } => self.swap_disk(&id, None),
             Request::Metrics => {
                 let rss = rss_kib();
                 let guest = resident_bytes(&self.mem) / 1024;
@@ -248,13 +249,23 @@ impl Vm {
                     memory_mib: self.memory_mib,
                     vcpus: self.vcpus.len() as u32,
                 };
-                json!({"ok": true, "metrics": m})
+                json!({"ok": true, "metrics": m, "disks": self.disks()})
             }
         }
     }
 
-    /// Give disk `id` a new backing file (the guest gets a config-change interrupt).
-    fn swap_disk(&self, id: &str, path: &std::path::Path) -> Value {
+    /// What each disk slot holds (id, path or null, bytes, read_only).
+    fn disks(&self) -> Vec<crate::devices::virtio::blk::DiskInfo> {
+        self.devices
+            .virtio
+            .iter()
+            .filter_map(|slot| slot.lock().ok().and_then(|t| t.device().disk_info()))
+            .collect()
+    }
+
+    /// Give disk `id` a new backing file, or none (the guest gets a
+    /// config-change interrupt).
+    fn swap_disk(&self, id: &str, path: Option<&std::path::Path>) -> Value {
         for slot in &self.devices.virtio {
             let Ok(mut t) = slot.lock() else { continue };
             if t.device().disk_id() == Some(id) {

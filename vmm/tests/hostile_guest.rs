@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use kiln_vmm::config::{DirectMode, DiskConfig};
-use kiln_vmm::devices::virtio::blk::{Blk, S_IOERR, S_OK, T_GET_ID, T_IN, T_OUT};
+use kiln_vmm::devices::virtio::blk::{Blk, S_IOERR, S_OK, T_FLUSH, T_GET_ID, T_IN, T_OUT};
 use kiln_vmm::devices::virtio::mmio::*;
 use kiln_vmm::devices::virtio::{F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, STATUS_NEEDS_RESET};
 use proptest::prelude::*;
@@ -55,11 +55,20 @@ enum Outcome {
 
 impl Driver {
     fn new(read_only: bool) -> Self {
+        Driver::build(read_only, true)
+    }
+
+    /// A driver of an empty disk slot (`path` null).
+    fn empty() -> Self {
+        Driver::build(false, false)
+    }
+
+    fn build(read_only: bool, with_file: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
         std::fs::write(&path, vec![0xab; DISK_BYTES]).unwrap();
         let cfg = DiskConfig {
-            path,
+            path: with_file.then_some(path),
             read_only,
             direct: DirectMode::Off,
             id: Some("hostile".into()),
@@ -274,6 +283,55 @@ fn wrong_directions_bad_lengths_and_ranges_fail_the_request() {
     d.setup(16, 0, USED);
     request(&d, 99, 0, None);
     answered_with(&mut d, 2);
+}
+
+#[test]
+fn an_empty_slot_fails_io_until_a_file_is_swapped_in_and_again_after_detach() {
+    let mut d = Driver::empty();
+    let io: &[Case] = &[
+        (T_IN, 0, Some((DATA, 512, WRITE))),
+        (T_OUT, 0, Some((DATA, 512, 0))),
+        (T_FLUSH, 0, None),
+        (11, 0, Some((DATA, 16, 0))),
+    ];
+    for (kind, sector, data) in io {
+        d.setup(16, 0, USED);
+        request(&d, *kind, *sector, *data);
+        assert_eq!(d.wait(1), Outcome::Answered, "{kind}");
+        assert_eq!(d.status_at(STATUS), S_IOERR, "{kind}");
+        d.w(REG_STATUS, 0);
+    }
+    // Capacity 0 in the config space; GET_ID still answers.
+    let mut cap = [0u8; 8];
+    d.t.read(REG_CONFIG, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), 0);
+    d.setup(16, 0, USED);
+    request(&d, T_GET_ID, 0, Some((DATA, 20, WRITE)));
+    answered_with_status_only(&mut d, S_OK);
+
+    // Attach while the queue thread runs, then detach: I/O follows the slot.
+    let file = d._dir.path().join("disk.raw");
+    d.setup(16, 0, USED);
+    d.t.swap_backing(Some(&file)).unwrap();
+    d.t.read(REG_CONFIG, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), (DISK_BYTES / 512) as u64);
+    request(&d, T_IN, 1, Some((DATA, 512, WRITE)));
+    answered_with_status_only(&mut d, S_OK);
+    d.recovers();
+    d.setup(16, 0, USED);
+    d.t.swap_backing(None).unwrap();
+    request(&d, T_IN, 1, Some((DATA, 512, WRITE)));
+    answered_with_status_only(&mut d, S_IOERR);
+    // A directory is no disk: refused, the slot stays empty.
+    assert!(d.t.swap_backing(Some(d._dir.path())).is_err());
+    d.t.read(REG_CONFIG, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), 0);
+}
+
+fn answered_with_status_only(d: &mut Driver, status: u8) {
+    assert_eq!(d.wait(1), Outcome::Answered);
+    assert_eq!(d.status_at(STATUS), status);
+    d.w(REG_STATUS, 0);
 }
 
 #[test]

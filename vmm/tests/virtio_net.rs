@@ -8,8 +8,7 @@
 mod support;
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::io::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kiln_vmm::config::NicConfig;
@@ -17,93 +16,9 @@ use kiln_vmm::devices::virtio::mmio::*;
 use kiln_vmm::devices::virtio::net::Net;
 use kiln_vmm::devices::virtio::STATUS_NEEDS_RESET;
 use serde_json::json;
-use support::{ask, finish, firmware, kvm_available, wait_socket, Guest, VMM};
+use support::{ask, finish, firmware, kvm_available, wait_socket, Guest, Netns, Vmm, VMM};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
-
-/// A network namespace of this test, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// A fresh namespace, or None (with the reason printed) when this host
-    /// cannot make one.
-    fn new(tag: &str) -> Option<Netns> {
-        let name = format!("kiln-{tag}-{}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "skipping: cannot create a network namespace ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        // No IPv6 chatter (router solicitations, MLD) on the TAP: the only
-        // frames the guest sees are the answers to what the test sends.
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "sysctl", "-q", "-w"])
-            .args([
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "sysctl: {out:?}");
-        Some(ns)
-    }
-
-    /// `ip -n <ns> args…`, which must succeed.
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip {args:?}: {out:?}");
-    }
-
-    /// Run `f` on a thread that has entered the namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(path).unwrap();
-            // SAFETY: setns on an open namespace fd changes only this thread's
-            // network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// A kiln-vmm process, killed on drop unless it was waited for.
-struct Vmm(Option<Child>);
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 const TAP: &str = "ktap0";
 const MAC: &str = "52:54:00:6b:69:01";

@@ -6,13 +6,18 @@
 
 use core::arch::{asm, global_asm};
 
-use kiln_firmware::bench::{self, Histogram, Rng};
 use kiln_firmware::cmdline;
 use kiln_firmware::line::Line;
 use kiln_firmware::net_echo::{self, Me};
-use kiln_firmware::virtio_blk::{self, Blk};
 use kiln_firmware::virtio_mmio::InitError;
 use kiln_firmware::virtio_net::Net;
+
+#[path = "kiln-firmware/blk_jobs.rs"]
+mod blk_jobs;
+#[path = "kiln-firmware/irq.rs"]
+mod irq;
+#[path = "kiln-firmware/serve.rs"]
+mod serve;
 
 global_asm!(include_str!("../entry.S"), options(att_syntax));
 
@@ -55,21 +60,26 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
     }
     match cmdline::mode(cmdline) {
         b"probe" => {}
-        b"blk-check" => blk_check(cmdline, false),
+        b"blk-check" => blk_jobs::blk_check(cmdline, false),
         // Write and flush, say so, then wait to be killed (crash-consistency test).
-        b"blk-write-hold" => blk_check(cmdline, true),
-        b"blk-watch" => blk_watch(cmdline),
-        b"blk-bench" => blk_bench(cmdline),
+        b"blk-write-hold" => blk_jobs::blk_check(cmdline, true),
+        b"blk-watch" => blk_jobs::blk_watch(cmdline),
+        b"blk-bench" => blk_jobs::blk_bench(cmdline),
         b"net-echo" => net_echo(cmdline),
         b"net-bench" => net_bench(cmdline),
-        b"idle" => idle_until_ctrl_alt_del(),
+        b"idle" => idle_until_ctrl_alt_del(cmdline),
+        b"serve" => serve::serve(cmdline),
         // Test jobs for the VMM's failure paths: ignore every request, or
         // take an exception (the handler triple-faults).
         b"hang" => loop {
             core::hint::spin_loop();
         },
-        // SAFETY: ud2 only raises #UD, which is the point.
-        b"fault" => unsafe { asm!("ud2", options(nomem, nostack)) },
+        // A page fault (nothing is mapped at 64 GiB): the exception handler
+        // triple-faults. (#UD is the sleep call, see `irq`.)
+        // SAFETY: the read faults; it never returns data.
+        b"fault" => unsafe {
+            core::ptr::read_volatile(0x10_0000_0000usize as *const u8);
+        },
         other => {
             let mut l = Line::new();
             l.bytes(b"kiln-firmware: error: unknown mode ")
@@ -81,7 +91,7 @@ extern "C" fn kiln_main(kind: u64, info: u64) -> ! {
     // `kiln.after=idle`: stay up until Ctrl-Alt-Del (benchmarks read the
     // VMM's thread statistics before stopping it).
     if cmdline::value(cmdline, b"kiln.after") == Some(b"idle") {
-        idle_until_ctrl_alt_del();
+        idle_until_ctrl_alt_del(cmdline);
     }
     power_off()
 }
@@ -174,16 +184,6 @@ fn inb(port: u16) -> u8 {
     v
 }
 
-/// Data buffer of the block jobs (identity-mapped, so its address is the
-/// guest-physical one the device sees).
-#[repr(C, align(4096))]
-struct DataBuf([u8; DATA_BUF]);
-const DATA_BUF: usize = 4 << 20;
-static mut DATA: DataBuf = DataBuf([0; DATA_BUF]);
-
-/// Bytes per request of blk-check.
-const CHECK_CHUNK: usize = 64 * 1024;
-
 fn say(parts: &[&[u8]]) {
     let mut l = Line::new();
     for p in parts {
@@ -193,169 +193,12 @@ fn say(parts: &[&[u8]]) {
     write_com1(l.as_bytes());
 }
 
-/// The first virtio-blk device among the command line's virtio-mmio slots
-/// (empty slots and other device types are skipped), set up.
-fn open_blk(cmdline: &[u8]) -> Option<Blk> {
-    for dev in cmdline::virtio_mmio_devices(cmdline) {
-        // SAFETY: the slot is an MMIO window in the identity map, and this is
-        // the only driver instance (a failed init leaves nothing behind).
-        match unsafe { Blk::init(dev.addr as usize) } {
-            Ok(b) => {
-                let mut l = Line::new();
-                l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
-                if b.read_only {
-                    l.bytes(b", read-only");
-                }
-                l.bytes(b"\n");
-                write_com1(l.as_bytes());
-                return Some(b);
-            }
-            Err(virtio_blk::InitError::WrongType) => continue,
-            Err(e) => {
-                say(&[b"blk: cannot set up the device: ", e.text()]);
-                return None;
-            }
-        }
-    }
-    say(&[b"blk: no virtio-blk device among the virtio-mmio slots"]);
-    None
-}
-
-fn status_line(what: &[u8], status: u8, sector: u64) {
-    let mut l = Line::new();
-    l.bytes(b"blk-check: ")
-        .bytes(what)
-        .bytes(b" failed: status ")
-        .dec(u64::from(status))
-        .bytes(match status {
-            virtio_blk::S_IOERR => b" (IOERR)",
-            2 => b" (UNSUPP)",
-            _ => b"",
-        })
-        .bytes(b" at sector ")
-        .dec(sector)
-        .bytes(b"\n");
-    write_com1(l.as_bytes());
-}
-
-/// `kiln.mode=blk-check [bytes=N]`: write the pattern over the first N bytes
-/// (default 1 MiB, at most the disk), flush, read back and verify. With
-/// `hold`, stop after the flush, print `blk-flushed <bytes>` and idle until
-/// Ctrl-Alt-Del (the crash test kills the VMM meanwhile).
-fn blk_check(cmdline: &[u8], hold: bool) {
-    let Some(mut blk) = open_blk(cmdline) else {
-        return;
-    };
-    let mut id = [0u8; 20];
-    // SAFETY: `id` lives until the request completes (run waits).
-    let st = unsafe { blk.run(virtio_blk::T_GET_ID, 0, id.as_mut_ptr(), 20) };
-    if st == virtio_blk::S_OK {
-        let n = id.iter().position(|b| *b == 0).unwrap_or(20);
-        say(&[b"blk: id ", &id[..n]]);
-    }
-    let want = cmdline::value(cmdline, b"bytes")
-        .and_then(cmdline::parse_mem)
-        .unwrap_or(1 << 20);
-    let bytes = want.min(blk.sectors * 512) & !511;
-    // SAFETY: DATA is only used by this single-threaded job.
-    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
-    let chunk = &mut buf[..CHECK_CHUNK];
-    let mut off = 0u64;
-    while off < bytes {
-        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
-        virtio_blk::fill_pattern(&mut chunk[..n], off);
-        // SAFETY: the chunk stays untouched until `run` returns.
-        let st = unsafe { blk.run(virtio_blk::T_OUT, off / 512, chunk.as_mut_ptr(), n as u32) };
-        if st != virtio_blk::S_OK {
-            status_line(b"write", st, off / 512);
-            return;
-        }
-        off += n as u64;
-    }
-    // SAFETY: a flush carries no data.
-    let st = unsafe { blk.run(virtio_blk::T_FLUSH, 0, core::ptr::null_mut(), 0) };
-    if st != virtio_blk::S_OK {
-        status_line(b"flush", st, 0);
-        return;
-    }
-    if hold {
-        let mut l = Line::new();
-        l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
-        write_com1(l.as_bytes());
-        // Its port polling also makes the VMM write out the console line.
-        idle_until_ctrl_alt_del();
-        return;
-    }
-    off = 0;
-    while off < bytes {
-        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
-        chunk[..n].fill(0);
-        // SAFETY: as above.
-        let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, chunk.as_mut_ptr(), n as u32) };
-        if st != virtio_blk::S_OK {
-            status_line(b"read", st, off / 512);
-            return;
-        }
-        if let Some((at, got, wanted)) = virtio_blk::check_pattern(&chunk[..n], off) {
-            let mut l = Line::new();
-            l.bytes(b"blk-check mismatch at byte ")
-                .dec(off + at)
-                .bytes(b": got ")
-                .hex(got)
-                .bytes(b" want ")
-                .hex(wanted)
-                .bytes(b"\n");
-            write_com1(l.as_bytes());
-            return;
-        }
-        off += n as u64;
-    }
-    let mut l = Line::new();
-    l.bytes(b"blk-check ok ").dec(bytes).bytes(b"\n");
-    write_com1(l.as_bytes());
-}
-
-/// Print the capacity and the first word of sector 0.
-fn blk_report(blk: &mut Blk, what: &[u8]) -> bool {
-    // SAFETY: DATA is only used by this single-threaded job.
-    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
-    // SAFETY: the buffer stays untouched until `run` returns.
-    let st = unsafe { blk.run(virtio_blk::T_IN, 0, buf.as_mut_ptr(), 512) };
-    if st != virtio_blk::S_OK {
-        status_line(b"read", st, 0);
-        return false;
-    }
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&buf[..8]);
-    let mut l = Line::new();
-    l.bytes(b"blk-watch: ")
-        .bytes(what)
-        .bytes(b" sectors ")
-        .dec(blk.sectors)
-        .bytes(b" word0 ")
-        .hex(u64::from_le_bytes(w))
-        .bytes(b"\n");
-    write_com1(l.as_bytes());
-    true
-}
-
-/// `kiln.mode=blk-watch`: report the disk, wait for its configuration to
-/// change (a backing-file swap), report it again, power off.
-fn blk_watch(cmdline: &[u8]) {
-    let Some(mut blk) = open_blk(cmdline) else {
-        return;
-    };
-    let generation = blk.read_config();
-    if !blk_report(&mut blk, b"before") {
-        return;
-    }
-    while blk.config_generation() == generation {
-        for _ in 0..100_000 {
-            core::hint::spin_loop();
-        }
-    }
-    blk.read_config();
-    blk_report(&mut blk, b"after");
+/// Make the VMM write out console bytes now: kiln-vmm's COM1 data port is
+/// coalesced (bytes wait in KVM's ring until the next exit to the VMM), and
+/// a sleeping guest's exits (hlt, LAPIC, ioeventfds) never reach it. Reading
+/// the line status register is such an exit.
+fn flush_console() {
+    let _ = inb(COM1 + 5);
 }
 
 fn rdtsc() -> u64 {
@@ -404,116 +247,6 @@ fn fixed(l: &mut Line, n: u64, digits: u32) {
     }
 }
 
-/// `kiln.mode=blk-bench rw=randread|randwrite|read|write bs=… qd=… seconds=…`:
-/// a fio-like engine on the first disk; one line with IOPS, MiB/s and
-/// completion-latency p50/p99.
-fn blk_bench(cmdline: &[u8]) {
-    let args = match bench::parse_args(cmdline) {
-        Ok(a) => a,
-        Err(e) => return say(&[b"blk-bench: ", e]),
-    };
-    let Some(mut blk) = open_blk(cmdline) else {
-        return;
-    };
-    if args.rw.writes() && blk.read_only {
-        return say(&[b"blk-bench: the disk is read-only"]);
-    }
-    let Some(hz) = tsc_hz() else {
-        return say(&[b"blk-bench: no PIT to calibrate the TSC against"]);
-    };
-    let bs = args.bs;
-    let qd = args
-        .qd
-        .min(virtio_blk::SLOTS as u64)
-        .min(DATA_BUF as u64 / bs);
-    let blocks = blk.sectors * 512 / bs;
-    if blocks == 0 {
-        return say(&[b"blk-bench: the disk is smaller than one block"]);
-    }
-    let kind = if args.rw.writes() {
-        virtio_blk::T_OUT
-    } else {
-        virtio_blk::T_IN
-    };
-    // SAFETY: DATA is only used by this single-threaded job.
-    let base = unsafe { core::ptr::addr_of_mut!(DATA.0) }.cast::<u8>();
-    let mut rng = Rng::new(rdtsc());
-    let mut hist = Histogram::new();
-    let mut started = [0u64; virtio_blk::SLOTS];
-    let (mut in_flight, mut ios, mut errors, mut next_block) = (0u64, 0u64, 0u64, 0u64);
-    let t0 = rdtsc();
-    let end = t0 + args.seconds * hz;
-    let mut now = t0;
-    loop {
-        let old = blk.avail_index();
-        let mut queued = false;
-        while in_flight < qd && now < end {
-            let Some(slot) = blk.free_slot() else { break };
-            let block = if args.rw.random() {
-                rng.below(blocks)
-            } else {
-                let b = next_block;
-                next_block = (next_block + 1) % blocks;
-                b
-            };
-            // SAFETY: slot < qd (the lowest free slot), so the buffer
-            // slot*bs..+bs is inside DATA and used by this request only.
-            unsafe {
-                blk.queue(
-                    slot,
-                    kind,
-                    block * bs / 512,
-                    base.add(slot * bs as usize),
-                    bs as u32,
-                )
-            };
-            started[slot] = now;
-            in_flight += 1;
-            queued = true;
-        }
-        if queued {
-            blk.kick(old);
-        }
-        now = rdtsc();
-        while let Some((slot, status)) = blk.poll() {
-            hist.add(now.saturating_sub(started[slot]));
-            in_flight -= 1;
-            ios += 1;
-            if status != virtio_blk::S_OK {
-                errors += 1;
-            }
-        }
-        if now >= end && in_flight == 0 {
-            break;
-        }
-    }
-    let elapsed = now.saturating_sub(t0).max(1);
-    let mut l = Line::new();
-    l.bytes(b"blk-bench rw=")
-        .bytes(args.rw.name())
-        .bytes(b" bs=")
-        .dec(bs)
-        .bytes(b" qd=")
-        .dec(qd)
-        .bytes(b" ios=")
-        .dec(ios)
-        .bytes(b" iops=")
-        .dec((u128::from(ios) * u128::from(hz) / u128::from(elapsed)) as u64)
-        .bytes(b" mibps=");
-    fixed(
-        &mut l,
-        ((u128::from(ios * bs) * u128::from(hz) * 100 / u128::from(elapsed)) >> 20) as u64,
-        2,
-    );
-    let us10 = |ticks: u64| (u128::from(ticks) * 10_000_000 / u128::from(hz)) as u64;
-    l.bytes(b" p50_us=");
-    fixed(&mut l, us10(hist.quantile(500)), 1);
-    l.bytes(b" p99_us=");
-    fixed(&mut l, us10(hist.quantile(990)), 1);
-    l.bytes(b" errors=").dec(errors).bytes(b"\n");
-    write_com1(l.as_bytes());
-}
-
 /// The first virtio-net device among the command line's virtio-mmio slots, set up.
 fn open_net(cmdline: &[u8]) -> Option<Net> {
     for dev in cmdline::virtio_mmio_devices(cmdline) {
@@ -544,20 +277,10 @@ fn net_echo(cmdline: &[u8]) {
     let Some((mut net, me)) = net_setup(cmdline, b"net-echo") else {
         return;
     };
-    let mut idle = 0u64;
-    let mut seen_del = false;
+    irq::init(cmdline);
+    let mut waker = Waker::new();
     loop {
-        let n = net.receive(|net, frame| {
-            net.send_with(|out| net_echo::answer(&me, frame, out));
-        });
-        if n > 0 {
-            idle = 0;
-            continue;
-        }
-        idle += 1;
-        core::hint::spin_loop();
-        // Look at the keyboard now and then (each look is a VM exit).
-        if idle.is_multiple_of(200_000) && ctrl_alt_del(&mut seen_del) {
+        if waker.keyboard_due() && ctrl_alt_del(&mut waker.seen_del) {
             let mut l = Line::new();
             l.bytes(b"net-echo: received ")
                 .dec(net.received)
@@ -567,6 +290,15 @@ fn net_echo(cmdline: &[u8]) {
             write_com1(l.as_bytes());
             return;
         }
+        let n = net.receive(|net, frame| {
+            net.send_with(|out| net_echo::answer(&me, frame, out));
+        });
+        if n > 0 || !net.rx_interrupts_before_sleep() {
+            waker.busy();
+            continue;
+        }
+        waker.sleep();
+        net.rx_interrupts_off();
     }
 }
 
@@ -730,17 +462,66 @@ fn ctrl_alt_del(seen_del: &mut bool) -> bool {
 }
 
 /// Wait for Ctrl-Alt-Del on the i8042 keyboard (how kiln-vmm asks a guest to
-/// shut down), polling the controller's status port with a pause between polls.
-fn idle_until_ctrl_alt_del() {
-    let mut seen_del = false;
+/// shut down), asleep in `hlt` between looks (see `irq`).
+fn idle_until_ctrl_alt_del(cmdline: &[u8]) {
+    irq::init(cmdline);
+    let mut waker = Waker::new();
     loop {
-        for _ in 0..20_000 {
-            core::hint::spin_loop();
-        }
-        if ctrl_alt_del(&mut seen_del) {
+        if waker.keyboard_due() && ctrl_alt_del(&mut waker.seen_del) {
             write_com1(b"kiln-firmware: ctrl-alt-del, powering off\n");
             return;
         }
+        waker.sleep();
+    }
+}
+
+/// Ticks between looks at the keyboard when its interrupt did not fire
+/// (a safety net: Ctrl-Alt-Del raises IRQ 1, which wakes the sleep at once).
+const KEYBOARD_EVERY_TICKS: u32 = 3;
+
+/// Polls without a sleep between keyboard looks (a job kept busy by a
+/// flood of frames still hears Ctrl-Alt-Del).
+const KEYBOARD_EVERY_POLLS: u32 = 20_000;
+
+/// What woke a sleeping job, and when the keyboard is worth a look (each
+/// look is an exit to the VMM).
+struct Waker {
+    ticks: u32,
+    busy_polls: u32,
+    /// A device interrupt came or the safety-net tick passed.
+    due: bool,
+    seen_del: bool,
+}
+
+impl Waker {
+    fn new() -> Self {
+        Waker {
+            ticks: 0,
+            busy_polls: 0,
+            due: true,
+            seen_del: false,
+        }
+    }
+
+    fn sleep(&mut self) {
+        let dev = irq::sleep();
+        self.ticks = self.ticks.wrapping_add(1);
+        self.due |= dev || self.ticks.is_multiple_of(KEYBOARD_EVERY_TICKS);
+    }
+
+    /// The job polled again instead of sleeping.
+    fn busy(&mut self) {
+        self.busy_polls = self.busy_polls.wrapping_add(1);
+    }
+
+    /// True when a device interrupt came since the last call, the
+    /// safety-net period is up, or the job has been busy for a while.
+    fn keyboard_due(&mut self) -> bool {
+        if self.busy_polls >= KEYBOARD_EVERY_POLLS {
+            self.busy_polls = 0;
+            return true;
+        }
+        core::mem::take(&mut self.due)
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -156,5 +157,89 @@ pub fn wait_socket(sock: &Path) {
     while UnixStream::connect(sock).is_err() {
         assert!(Instant::now() < deadline, "control socket never came up");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A network namespace of a test, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace, or None (with the reason printed) when this host
+    /// cannot make one.
+    pub fn new(tag: &str) -> Option<Netns> {
+        let name = format!("kiln-{tag}-{}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "skipping: cannot create a network namespace ({})",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        // No IPv6 chatter (router solicitations, MLD) on the TAP: the only
+        // frames the guest sees are the answers to what the test sends.
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "sysctl", "-q", "-w"])
+            .args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sysctl: {out:?}");
+        Some(ns)
+    }
+
+    /// `ip -n <ns> args…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
+
+    /// Run `f` on a thread that has entered the namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(path).unwrap();
+            // SAFETY: setns on an open namespace fd changes only this thread's
+            // network namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A kiln-vmm process, killed on drop unless it was waited for.
+pub struct Vmm(pub Option<Child>);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

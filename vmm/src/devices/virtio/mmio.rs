@@ -104,7 +104,7 @@ impl MmioTransport {
     }
 
     /// Replace a disk's backing file and tell the guest its config changed.
-    pub fn swap_backing(&mut self, path: &std::path::Path) -> Result<(), String> {
+    pub fn swap_backing(&mut self, path: Option<&std::path::Path>) -> Result<(), String> {
         self.device.swap_backing(path)?;
         self.interrupt.config_changed();
         Ok(())

@@ -63,6 +63,8 @@ pub enum VirtioError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0} is not a regular file or block device")]
+    NotADisk(std::path::PathBuf),
     #[error("cannot create an io_uring: {0}")]
     Uring(std::io::Error),
     #[error("cannot start a queue thread: {0}")]
@@ -166,9 +168,14 @@ pub trait VirtioDevice: Send {
     fn disk_id(&self) -> Option<&str> {
         None
     }
-    /// Replace a disk's backing file; true when the device is a disk and it worked.
-    fn swap_backing(&mut self, _path: &std::path::Path) -> Result<(), String> {
+    /// Replace a disk's backing file (None: empty the slot); in-flight
+    /// requests on the old file complete first.
+    fn swap_backing(&mut self, _path: Option<&std::path::Path>) -> Result<(), String> {
         Err("not a disk".into())
+    }
+    /// What a disk slot holds, for devices that are disks.
+    fn disk_info(&self) -> Option<blk::DiskInfo> {
+        None
     }
 }
 

@@ -1,6 +1,7 @@
 //! virtio-blk on a raw file: the device (features, config space, backing
-//! files and their run-time swap) and, in `worker`, the io_uring queue
-//! thread that serves requests; `request` parses descriptor chains.
+//! files and their run-time swap, attach to and detach from an empty slot)
+//! and, in `worker`, the io_uring queue thread that serves requests;
+//! `request` parses descriptor chains.
 
 pub mod request;
 pub mod worker;
@@ -72,14 +73,22 @@ impl DiskFiles {
             path: path.to_path_buf(),
             source,
         };
+        // Refuse what is not a disk before opening it (a directory opens
+        // read-only just fine; a FIFO would block the open).
+        let kind = std::fs::metadata(path).map_err(open_err)?.file_type();
+        if !kind.is_file() && !kind.is_block_device() {
+            return Err(VirtioError::NotADisk(path.to_path_buf()));
+        }
         let mut opts = OpenOptions::new();
         opts.read(true).write(!read_only);
         let buffered = opts.open(path).map_err(open_err)?;
         let meta = buffered.metadata().map_err(open_err)?;
         let bytes = if meta.file_type().is_block_device() {
             block_device_size(&buffered).map_err(open_err)?
-        } else {
+        } else if meta.is_file() {
             meta.len()
+        } else {
+            return Err(VirtioError::NotADisk(path.to_path_buf()));
         };
         let direct = match mode {
             DirectMode::Off => None,
@@ -140,40 +149,57 @@ fn block_device_size(f: &File) -> std::io::Result<u64> {
     Ok(size)
 }
 
-/// The backing files, shared by the device and its queue threads; a swap
-/// bumps `generation` and the threads pick the new files up at their next batch.
+/// The backing files (none: an empty slot), shared by the device and its
+/// queue threads; a swap bumps `generation` and each thread picks the new
+/// files up once its in-flight I/O on the old ones has completed.
 pub struct SharedDisk {
-    files: Mutex<Arc<DiskFiles>>,
+    files: Mutex<Option<Arc<DiskFiles>>>,
     generation: AtomicU64,
 }
 
 impl SharedDisk {
-    pub fn new(files: DiskFiles) -> Self {
+    pub fn new(files: Option<DiskFiles>) -> Self {
         SharedDisk {
-            files: Mutex::new(Arc::new(files)),
+            files: Mutex::new(files.map(Arc::new)),
             generation: AtomicU64::new(0),
         }
     }
 
     pub fn current(&self) -> Option<Arc<DiskFiles>> {
-        self.files.lock().ok().map(|f| f.clone())
+        self.files.lock().ok().and_then(|f| f.clone())
     }
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn replace(&self, files: DiskFiles) {
-        if let Ok(mut f) = self.files.lock() {
-            *f = Arc::new(files);
-        }
+    /// Put `files` in (None empties the slot); returns the files taken out.
+    pub fn replace(&self, files: Option<DiskFiles>) -> Option<Arc<DiskFiles>> {
+        let old = match self.files.lock() {
+            Ok(mut f) => std::mem::replace(&mut *f, files.map(Arc::new)),
+            Err(_) => None,
+        };
         self.generation.fetch_add(1, Ordering::AcqRel);
+        old
     }
 
     pub fn sectors(&self) -> u64 {
         self.current().map_or(0, |f| f.sectors)
     }
 }
+
+/// What the control socket shows of a disk slot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskInfo {
+    pub id: String,
+    /// The backing file; None for an empty slot.
+    pub path: Option<PathBuf>,
+    pub bytes: u64,
+    pub read_only: bool,
+}
+
+/// How long a swap waits for the queue threads to let go of the old files.
+const SWAP_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Settings a queue thread needs besides the queue itself.
 #[derive(Clone)]
@@ -192,12 +218,18 @@ pub struct Blk {
     direct: DirectMode,
     sizes: [u16; 1],
     workers: Vec<(EventFd, JoinHandle<()>)>,
+    /// The queues' notifiers (ioeventfds): written to wake a queue thread.
+    wakers: Vec<EventFd>,
 }
 
 impl Blk {
-    /// Open the disk of `cfg`; `index` names it when it has no id.
+    /// Open the disk of `cfg` (an empty slot without a path); `index` names
+    /// it when it has no id.
     pub fn new(cfg: &DiskConfig, index: usize) -> Result<Self, VirtioError> {
-        let files = DiskFiles::open(&cfg.path, cfg.read_only, cfg.direct)?;
+        let files = match &cfg.path {
+            Some(p) => Some(DiskFiles::open(p, cfg.read_only, cfg.direct)?),
+            None => None,
+        };
         let id = cfg.id.clone().unwrap_or_else(|| format!("disk{index}"));
         let mut id_bytes = [0u8; ID_BYTES];
         for (d, s) in id_bytes.iter_mut().zip(id.bytes()) {
@@ -214,7 +246,27 @@ impl Blk {
             direct: cfg.direct,
             sizes: [QUEUE_SIZE],
             workers: Vec::new(),
+            wakers: Vec::new(),
         })
+    }
+
+    /// Wake every queue thread and wait (at most `SWAP_DRAIN`) until none
+    /// holds `old` any more: its in-flight requests have completed (or
+    /// failed) and later ones go to the new backing. False on timeout.
+    fn drain_old(&self, old: Arc<DiskFiles>) -> bool {
+        let deadline = std::time::Instant::now() + SWAP_DRAIN;
+        loop {
+            if Arc::strong_count(&old) == 1 {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            for w in &self.wakers {
+                let _ = w.write(1);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// The config space (virtio 1.2, 5.2.4), little-endian.
@@ -269,6 +321,8 @@ impl VirtioDevice for Blk {
         self.reset();
         for (i, (queue, notifier)) in a.queues.into_iter().zip(a.notifiers).enumerate() {
             let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
+            self.wakers
+                .push(notifier.try_clone().map_err(VirtioError::EventFd)?);
             let w = worker::QueueWorker::new(
                 a.mem.clone(),
                 queue,
@@ -293,17 +347,42 @@ impl VirtioDevice for Blk {
             let _ = stop.write(1);
             let _ = handle.join();
         }
+        self.wakers.clear();
     }
 
     fn disk_id(&self) -> Option<&str> {
         Some(&self.id)
     }
 
-    fn swap_backing(&mut self, path: &Path) -> Result<(), String> {
-        let files = DiskFiles::open(path, self.settings.read_only, self.direct)
-            .map_err(|e| e.to_string())?;
-        self.disk.replace(files);
+    fn swap_backing(&mut self, path: Option<&Path>) -> Result<(), String> {
+        let files = match path {
+            Some(p) => Some(
+                DiskFiles::open(p, self.settings.read_only, self.direct)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        if let Some(old) = self.disk.replace(files) {
+            if !self.drain_old(old) {
+                return Err(format!(
+                    "disk {}: the new backing is in place, but I/O on the old one \
+                     did not finish within {} s",
+                    self.id,
+                    SWAP_DRAIN.as_secs()
+                ));
+            }
+        }
         Ok(())
+    }
+
+    fn disk_info(&self) -> Option<DiskInfo> {
+        let files = self.disk.current();
+        Some(DiskInfo {
+            id: self.id.clone(),
+            path: files.as_ref().map(|f| f.path.clone()),
+            bytes: files.map_or(0, |f| f.sectors * SECTOR),
+            read_only: self.settings.read_only,
+        })
     }
 }
 

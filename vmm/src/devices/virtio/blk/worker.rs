@@ -294,12 +294,17 @@ impl QueueWorker {
     /// Pop and start every available request (at most a ring's worth);
     /// returns how many. Notifications are the caller's business.
     fn process_queue(&mut self) -> usize {
-        if self.interrupt.is_broken() {
-            return 0;
-        }
         if self.disk.generation() != self.files_generation {
+            if self.in_flight > 0 {
+                // A swap or detach: let the old file's requests complete
+                // first (new ones wait in the ring meanwhile).
+                return 0;
+            }
             self.files_generation = self.disk.generation();
             self.files = self.disk.current();
+        }
+        if self.interrupt.is_broken() {
+            return 0;
         }
         let mem = self.mem.clone();
         let mut popped = 0usize;
@@ -343,6 +348,24 @@ impl QueueWorker {
             self.complete(head, Some(status), S_IOERR, 1);
             return;
         };
+        if kind == T_GET_ID {
+            // Answered from the settings: an empty slot has an id too.
+            let seg = self.segments.first().copied();
+            let st = match seg {
+                Some(s) if s.device_writes => {
+                    let n = (s.len as usize).min(ID_BYTES);
+                    match self.mem.write_slice(&self.settings.id[..n], s.addr) {
+                        Ok(()) => S_OK,
+                        Err(_) => S_IOERR,
+                    }
+                }
+                _ => S_IOERR,
+            };
+            let len = seg.map_or(0, |s| s.len.min(ID_BYTES as u32));
+            self.complete(head, Some(status), st, len + 1);
+            return;
+        }
+        // An empty slot (or a swap in progress) has no file: I/O fails.
         let Some(files) = self.files.clone() else {
             self.complete(head, Some(status), S_IOERR, 1);
             return;
@@ -359,21 +382,6 @@ impl QueueWorker {
                     .flags(types::FsyncFlags::DATASYNC)
                     .build();
                 self.start_ops(head, status, 1, &[e]);
-            }
-            T_GET_ID => {
-                let seg = self.segments.first().copied();
-                let st = match seg {
-                    Some(s) if s.device_writes => {
-                        let n = (s.len as usize).min(ID_BYTES);
-                        match self.mem.write_slice(&self.settings.id[..n], s.addr) {
-                            Ok(()) => S_OK,
-                            Err(_) => S_IOERR,
-                        }
-                    }
-                    _ => S_IOERR,
-                };
-                let len = seg.map_or(0, |s| s.len.min(ID_BYTES as u32));
-                self.complete(head, Some(status), st, len + 1);
             }
             T_DISCARD | T_WRITE_ZEROES => self.start_discard(head, status, kind, &files),
             _ => self.complete(head, Some(status), S_UNSUPP, 1),

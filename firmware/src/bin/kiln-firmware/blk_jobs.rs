@@ -1,0 +1,337 @@
+//! The block jobs of the firmware (`kiln.mode=blk-check`, `blk-write-hold`,
+//! `blk-watch`, `blk-bench`) and the checks `serve` runs on a hot-attached
+//! disk, over the polling driver `kiln_firmware::virtio_blk` and one static
+//! data buffer.
+
+use kiln_firmware::bench::{self, Histogram, Rng};
+use kiln_firmware::cmdline;
+use kiln_firmware::line::Line;
+use kiln_firmware::virtio_blk::{self, Blk};
+
+use super::{fixed, idle_until_ctrl_alt_del, irq, rdtsc, say, tsc_hz, write_com1, Waker};
+
+/// Data buffer of the block jobs (identity-mapped, so its address is the
+/// guest-physical one the device sees).
+#[repr(C, align(4096))]
+struct DataBuf([u8; DATA_BUF]);
+const DATA_BUF: usize = 4 << 20;
+static mut DATA: DataBuf = DataBuf([0; DATA_BUF]);
+
+/// Bytes per request of blk-check.
+const CHECK_CHUNK: usize = 64 * 1024;
+
+/// The first virtio-blk device among the command line's virtio-mmio slots
+/// (empty slots and other device types are skipped), set up.
+fn open_blk(cmdline: &[u8]) -> Option<Blk> {
+    for dev in cmdline::virtio_mmio_devices(cmdline) {
+        // SAFETY: the slot is an MMIO window in the identity map, and this is
+        // the only driver instance (a failed init leaves nothing behind).
+        match unsafe { Blk::init(dev.addr as usize) } {
+            Ok(b) => {
+                let mut l = Line::new();
+                l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
+                if b.read_only {
+                    l.bytes(b", read-only");
+                }
+                l.bytes(b"\n");
+                write_com1(l.as_bytes());
+                return Some(b);
+            }
+            Err(virtio_blk::InitError::WrongType) => continue,
+            Err(e) => {
+                say(&[b"blk: cannot set up the device: ", e.text()]);
+                return None;
+            }
+        }
+    }
+    say(&[b"blk: no virtio-blk device among the virtio-mmio slots"]);
+    None
+}
+
+fn status_line(what: &[u8], status: u8, sector: u64) {
+    let mut l = Line::new();
+    l.bytes(b"blk-check: ")
+        .bytes(what)
+        .bytes(b" failed: status ")
+        .dec(u64::from(status))
+        .bytes(match status {
+            virtio_blk::S_IOERR => b" (IOERR)",
+            2 => b" (UNSUPP)",
+            _ => b"",
+        })
+        .bytes(b" at sector ")
+        .dec(sector)
+        .bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// `kiln.mode=blk-check [bytes=N]`: write the pattern over the first N bytes
+/// (default 1 MiB, at most the disk), flush, read back and verify. With
+/// `hold`, stop after the flush, print `blk-flushed <bytes>` and idle until
+/// Ctrl-Alt-Del (the crash test kills the VMM meanwhile).
+pub fn blk_check(cmdline: &[u8], hold: bool) {
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    let mut id = [0u8; 20];
+    // SAFETY: `id` lives until the request completes (run waits).
+    let st = unsafe { blk.run(virtio_blk::T_GET_ID, 0, id.as_mut_ptr(), 20) };
+    if st == virtio_blk::S_OK {
+        let n = id.iter().position(|b| *b == 0).unwrap_or(20);
+        say(&[b"blk: id ", &id[..n]]);
+    }
+    let want = cmdline::value(cmdline, b"bytes")
+        .and_then(cmdline::parse_mem)
+        .unwrap_or(1 << 20);
+    let bytes = want.min(blk.sectors * 512) & !511;
+    if !check_write(&mut blk, 0, bytes) {
+        return;
+    }
+    if hold {
+        let mut l = Line::new();
+        l.bytes(b"blk-flushed ").dec(bytes).bytes(b"\n");
+        write_com1(l.as_bytes());
+        // Its first keyboard look also makes the VMM write out the console line.
+        idle_until_ctrl_alt_del(cmdline);
+        return;
+    }
+    check_read(&mut blk, 0, bytes);
+}
+
+/// Write the blk-check pattern over `bytes` bytes from byte `start` (both
+/// multiples of 512) and flush; false (said on the console) on an error.
+pub fn check_write(blk: &mut Blk, start: u64, bytes: u64) -> bool {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let chunk = &mut buf[..CHECK_CHUNK];
+    let mut off = start;
+    while off < start + bytes {
+        let n = (start + bytes - off).min(CHECK_CHUNK as u64) as usize;
+        virtio_blk::fill_pattern(&mut chunk[..n], off);
+        // SAFETY: the chunk stays untouched until `run` returns.
+        let st = unsafe { blk.run(virtio_blk::T_OUT, off / 512, chunk.as_mut_ptr(), n as u32) };
+        if st != virtio_blk::S_OK {
+            status_line(b"write", st, off / 512);
+            return false;
+        }
+        off += n as u64;
+    }
+    // SAFETY: a flush carries no data.
+    let st = unsafe { blk.run(virtio_blk::T_FLUSH, 0, core::ptr::null_mut(), 0) };
+    if st != virtio_blk::S_OK {
+        status_line(b"flush", st, 0);
+        return false;
+    }
+    true
+}
+
+/// Read `bytes` bytes from byte `start` back and compare them with the
+/// pattern; prints `blk-check ok <bytes>` or the first mismatch.
+pub fn check_read(blk: &mut Blk, start: u64, bytes: u64) -> bool {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let chunk = &mut buf[..CHECK_CHUNK];
+    let mut off = start;
+    while off < start + bytes {
+        let n = (start + bytes - off).min(CHECK_CHUNK as u64) as usize;
+        chunk[..n].fill(0);
+        // SAFETY: as above.
+        let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, chunk.as_mut_ptr(), n as u32) };
+        if st != virtio_blk::S_OK {
+            status_line(b"read", st, off / 512);
+            return false;
+        }
+        if let Some((at, got, wanted)) = virtio_blk::check_pattern(&chunk[..n], off) {
+            let mut l = Line::new();
+            l.bytes(b"blk-check mismatch at byte ")
+                .dec(off + at)
+                .bytes(b": got ")
+                .hex(got)
+                .bytes(b" want ")
+                .hex(wanted)
+                .bytes(b"\n");
+            write_com1(l.as_bytes());
+            return false;
+        }
+        off += n as u64;
+    }
+    let mut l = Line::new();
+    l.bytes(b"blk-check ok ").dec(bytes).bytes(b"\n");
+    write_com1(l.as_bytes());
+    true
+}
+
+/// Read `bytes` bytes from byte `start` (a read-only disk's check);
+/// prints `blk-check readable <bytes>` or the failed request.
+pub fn check_readable(blk: &mut Blk, start: u64, bytes: u64) {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let mut off = start;
+    while off < start + bytes {
+        let n = (start + bytes - off).min(CHECK_CHUNK as u64) as u32;
+        // SAFETY: the buffer stays untouched until `run` returns.
+        let st = unsafe { blk.run(virtio_blk::T_IN, off / 512, buf.as_mut_ptr(), n) };
+        if st != virtio_blk::S_OK {
+            return status_line(b"read", st, off / 512);
+        }
+        off += u64::from(n);
+    }
+    let mut l = Line::new();
+    l.bytes(b"blk-check readable ").dec(bytes).bytes(b"\n");
+    write_com1(l.as_bytes());
+}
+
+/// Print the capacity and the first word of sector 0.
+fn blk_report(blk: &mut Blk, what: &[u8]) -> bool {
+    // SAFETY: DATA is only used by this single-threaded job.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    // SAFETY: the buffer stays untouched until `run` returns.
+    let st = unsafe { blk.run(virtio_blk::T_IN, 0, buf.as_mut_ptr(), 512) };
+    if st != virtio_blk::S_OK {
+        status_line(b"read", st, 0);
+        return false;
+    }
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&buf[..8]);
+    let mut l = Line::new();
+    l.bytes(b"blk-watch: ")
+        .bytes(what)
+        .bytes(b" sectors ")
+        .dec(blk.sectors)
+        .bytes(b" word0 ")
+        .hex(u64::from_le_bytes(w))
+        .bytes(b"\n");
+    write_com1(l.as_bytes());
+    true
+}
+
+/// `kiln.mode=blk-watch`: report the disk, wait for its configuration to
+/// change (a backing-file swap), report it again, power off.
+pub fn blk_watch(cmdline: &[u8]) {
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    let generation = blk.read_config();
+    if !blk_report(&mut blk, b"before") {
+        return;
+    }
+    irq::init(cmdline);
+    let mut waker = Waker::new();
+    // The config-change interrupt wakes the sleep; the generation is read
+    // (an exit) only then and on the safety-net ticks.
+    while !waker.keyboard_due() || blk.config_generation() == generation {
+        waker.sleep();
+    }
+    blk.read_config();
+    blk_report(&mut blk, b"after");
+}
+
+/// `kiln.mode=blk-bench rw=randread|randwrite|read|write bs=… qd=… seconds=…`:
+/// a fio-like engine on the first disk; one line with IOPS, MiB/s and
+/// completion-latency p50/p99.
+pub fn blk_bench(cmdline: &[u8]) {
+    let args = match bench::parse_args(cmdline) {
+        Ok(a) => a,
+        Err(e) => return say(&[b"blk-bench: ", e]),
+    };
+    let Some(mut blk) = open_blk(cmdline) else {
+        return;
+    };
+    if args.rw.writes() && blk.read_only {
+        return say(&[b"blk-bench: the disk is read-only"]);
+    }
+    let Some(hz) = tsc_hz() else {
+        return say(&[b"blk-bench: no PIT to calibrate the TSC against"]);
+    };
+    let bs = args.bs;
+    let qd = args
+        .qd
+        .min(virtio_blk::SLOTS as u64)
+        .min(DATA_BUF as u64 / bs);
+    let blocks = blk.sectors * 512 / bs;
+    if blocks == 0 {
+        return say(&[b"blk-bench: the disk is smaller than one block"]);
+    }
+    let kind = if args.rw.writes() {
+        virtio_blk::T_OUT
+    } else {
+        virtio_blk::T_IN
+    };
+    // SAFETY: DATA is only used by this single-threaded job.
+    let base = unsafe { core::ptr::addr_of_mut!(DATA.0) }.cast::<u8>();
+    let mut rng = Rng::new(rdtsc());
+    let mut hist = Histogram::new();
+    let mut started = [0u64; virtio_blk::SLOTS];
+    let (mut in_flight, mut ios, mut errors, mut next_block) = (0u64, 0u64, 0u64, 0u64);
+    let t0 = rdtsc();
+    let end = t0 + args.seconds * hz;
+    let mut now = t0;
+    loop {
+        let old = blk.avail_index();
+        let mut queued = false;
+        while in_flight < qd && now < end {
+            let Some(slot) = blk.free_slot() else { break };
+            let block = if args.rw.random() {
+                rng.below(blocks)
+            } else {
+                let b = next_block;
+                next_block = (next_block + 1) % blocks;
+                b
+            };
+            // SAFETY: slot < qd (the lowest free slot), so the buffer
+            // slot*bs..+bs is inside DATA and used by this request only.
+            unsafe {
+                blk.queue(
+                    slot,
+                    kind,
+                    block * bs / 512,
+                    base.add(slot * bs as usize),
+                    bs as u32,
+                )
+            };
+            started[slot] = now;
+            in_flight += 1;
+            queued = true;
+        }
+        if queued {
+            blk.kick(old);
+        }
+        now = rdtsc();
+        while let Some((slot, status)) = blk.poll() {
+            hist.add(now.saturating_sub(started[slot]));
+            in_flight -= 1;
+            ios += 1;
+            if status != virtio_blk::S_OK {
+                errors += 1;
+            }
+        }
+        if now >= end && in_flight == 0 {
+            break;
+        }
+    }
+    let elapsed = now.saturating_sub(t0).max(1);
+    let mut l = Line::new();
+    l.bytes(b"blk-bench rw=")
+        .bytes(args.rw.name())
+        .bytes(b" bs=")
+        .dec(bs)
+        .bytes(b" qd=")
+        .dec(qd)
+        .bytes(b" ios=")
+        .dec(ios)
+        .bytes(b" iops=")
+        .dec((u128::from(ios) * u128::from(hz) / u128::from(elapsed)) as u64)
+        .bytes(b" mibps=");
+    fixed(
+        &mut l,
+        ((u128::from(ios * bs) * u128::from(hz) * 100 / u128::from(elapsed)) >> 20) as u64,
+        2,
+    );
+    let us10 = |ticks: u64| (u128::from(ticks) * 10_000_000 / u128::from(hz)) as u64;
+    l.bytes(b" p50_us=");
+    fixed(&mut l, us10(hist.quantile(500)), 1);
+    l.bytes(b" p99_us=");
+    fixed(&mut l, us10(hist.quantile(990)), 1);
+    l.bytes(b" errors=").dec(errors).bytes(b"\n");
+    write_com1(l.as_bytes());
+}
