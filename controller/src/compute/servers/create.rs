@@ -356,6 +356,8 @@ impl Compute {
                 },
                 vifs: vec![],
                 volumes: vec![],
+                bdms: vec![],
+                pending_ports: vec![],
                 fault: None,
                 reservation_id: reservation_id.clone(),
                 launch_index: i,
@@ -432,7 +434,11 @@ pub(crate) enum NicPlan {
     Existing { port: Box<Port>, net: Network },
 }
 
-fn resolve_networks(r: &dyn ReadTxn, ctx: &Ctx, nets: &Networks) -> ApiResult<Vec<NicPlan>> {
+pub(crate) fn resolve_networks(
+    r: &dyn ReadTxn,
+    ctx: &Ctx,
+    nets: &Networks,
+) -> ApiResult<Vec<NicPlan>> {
     match nets {
         Networks::None => Ok(vec![]),
         Networks::Auto => {
@@ -491,7 +497,7 @@ fn resolve_networks(r: &dyn ReadTxn, ctx: &Ctx, nets: &Networks) -> ApiResult<Ve
 }
 
 /// Makes (or binds) the server's ports in the open transaction.
-fn plug(
+pub(crate) fn plug(
     w: &mut dyn WriteTxn,
     ctx: &Ctx,
     s: &Server,
@@ -541,6 +547,7 @@ fn plug(
                 .map(|f| f.ip_address.clone())
                 .collect(),
             owned,
+            tag: None,
         });
     }
     Ok(vifs)

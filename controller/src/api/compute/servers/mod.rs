@@ -3,6 +3,8 @@
 //! Views per microversion live in [`views`]; body parsing in [`parse`].
 
 mod actions;
+pub mod attachments;
+pub mod interfaces;
 mod parse;
 pub mod views;
 
@@ -61,29 +63,8 @@ pub fn router() -> Router<AppState> {
             &format!("{S}/{{id}}/os-instance-actions/{{req}}"),
             get(action_show),
         )
-        .route(
-            &format!("{S}/{{id}}/os-volume_attachments"),
-            axum::routing::any(later),
-        )
-        .route(
-            &format!("{S}/{{id}}/os-volume_attachments/{{*rest}}"),
-            axum::routing::any(later),
-        )
-        .route(
-            &format!("{S}/{{id}}/os-interface"),
-            axum::routing::any(later),
-        )
-        .route(
-            &format!("{S}/{{id}}/os-interface/{{*rest}}"),
-            axum::routing::any(later),
-        )
-}
-
-async fn later() -> ApiError {
-    ApiError::NotImplemented(
-        "Volume attachments and interface attachments on servers are not implemented yet in kiln."
-            .into(),
-    )
+        .merge(attachments::router())
+        .merge(interfaces::router())
 }
 
 fn list_query(q: &QueryParams, who: &Who) -> ApiResult<ListQuery> {

@@ -81,7 +81,7 @@ fn count(o: &Map<String, Value>, k: &str) -> ApiResult<Option<u32>> {
     }
 }
 
-fn is_uuid(s: &str) -> bool {
+pub(super) fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
