@@ -3,14 +3,21 @@
 //! told about a volume ([`volume_spec`]), and what a deleted server leaves of its
 //! volumes ([`release`]: detached, or deleted with `delete_on_termination`).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
+use super::attachments::reservable;
 use super::model::Server;
+use crate::compute::Who;
 use crate::error::{ApiError, ApiResult};
+use crate::image::model::Image;
+use crate::image::tables::IMAGES;
 use crate::protocol::VolumeSpec;
-use crate::store::{ReadTxn, WriteTxn};
-use crate::volume::model::{SNAPSHOTS, VOLUMES};
-use crate::volume::VolumeBackend;
+use crate::store::{ReadTxn, Store, WriteTxn};
+use crate::volume::model::{AVAILABILITY_ZONE, DEFAULT_TYPE_ID, SNAPSHOTS, VOLUMES};
+use crate::volume::ops::check_quota;
+use crate::volume::{VolError, Volume, VolumeBackend};
 
 /// Where a volume mapping stands between the controller and the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +59,29 @@ impl Bdm {
             state: BdmState::Attaching,
         }
     }
+}
+
+/// Where a volume mapped at create comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BdmSource {
+    /// An existing volume.
+    Volume(String),
+    /// A new volume holding an image (`path`: the image's data file).
+    Image { id: String, path: PathBuf },
+    /// A new empty volume.
+    Blank,
+}
+
+/// One `block_device_mapping_v2` entry with a volume destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BdmReq {
+    pub source: BdmSource,
+    /// GiB, for new volumes.
+    pub size_gb: Option<u64>,
+    pub boot_index: Option<i64>,
+    pub delete_on_termination: bool,
+    pub device: Option<String>,
+    pub tag: Option<String>,
 }
 
 /// Whether `d` is a device path Nova accepts (`/dev/` and a name).
@@ -147,6 +177,184 @@ pub fn release(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<Vec<String>> {
         VOLUMES.put(w, &v.id.clone(), &v)?;
     }
     Ok(gone)
+}
+
+/// A volume made for a server at create, to fill once the records are committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVolume {
+    pub id: String,
+    pub size_gb: u64,
+    /// The image whose bytes it starts with (else blank).
+    pub image: Option<PathBuf>,
+}
+
+fn invalid_bdm(why: &str) -> ApiError {
+    ApiError::BadRequest(format!("Block Device Mapping is Invalid: {why}"))
+}
+
+fn vol_error(e: VolError) -> ApiError {
+    match e {
+        VolError::OverLimit(m) | VolError::Forbidden(m) => ApiError::Forbidden(m),
+        VolError::NotFound(m) | VolError::BadRequest(m) => ApiError::BadRequest(m),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// A new volume record for `s` (status `attaching`), within the volume quota.
+fn new_volume(
+    w: &mut dyn WriteTxn,
+    s: &Server,
+    size_gb: u64,
+    image: Option<&Image>,
+) -> ApiResult<Volume> {
+    check_quota(w.as_read(), &s.project_id, "volumes", 1).map_err(vol_error)?;
+    check_quota(
+        w.as_read(),
+        &s.project_id,
+        "gigabytes",
+        i64::try_from(size_gb).unwrap_or(i64::MAX),
+    )
+    .map_err(vol_error)?;
+    let image_metadata = image.map(|i| {
+        let mut m = serde_json::Map::new();
+        m.insert("image_id".into(), i.id.clone().into());
+        if let Some(n) = &i.name {
+            m.insert("image_name".into(), n.clone().into());
+        }
+        for (k, v) in &i.properties {
+            m.insert(k.clone(), v.clone().into());
+        }
+        m
+    });
+    let v = Volume {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: Some(String::new()),
+        description: None,
+        project_id: s.project_id.clone(),
+        user_id: s.user_id.clone(),
+        status: "attaching".into(),
+        size: size_gb,
+        availability_zone: AVAILABILITY_ZONE.into(),
+        bootable: image.is_some(),
+        volume_type_id: DEFAULT_TYPE_ID.into(),
+        snapshot_id: None,
+        source_volid: None,
+        metadata: serde_json::Map::new(),
+        attachments: vec![],
+        multiattach: false,
+        created_at: crate::volume::now(),
+        updated_at: None,
+        image_metadata,
+    };
+    VOLUMES.put(w, &v.id.clone(), &v)?;
+    Ok(v)
+}
+
+/// Maps the requested volumes onto the new server `s` in the open transaction:
+/// existing ones reserved, new ones recorded. Returns the new volumes, whose
+/// bytes [`fill`] writes after the commit.
+pub(crate) fn map_at_create(
+    w: &mut dyn WriteTxn,
+    who: &Who,
+    s: &mut Server,
+    reqs: &[BdmReq],
+) -> ApiResult<Vec<NewVolume>> {
+    let mut made = Vec::new();
+    let mut reqs: Vec<&BdmReq> = reqs.iter().collect();
+    reqs.sort_by_key(|r| {
+        r.boot_index
+            .map_or(i64::MAX, |i| if i < 0 { i64::MAX } else { i })
+    });
+    for r in reqs {
+        let root = r.boot_index == Some(0);
+        let device = if root {
+            "/dev/vda".to_string()
+        } else {
+            next_device(s, r.device.as_deref())?
+        };
+        let volume_id = match &r.source {
+            BdmSource::Volume(id) => {
+                let v = reservable(w.as_read(), who, s, id, true)?;
+                if root && !v.bootable {
+                    return Err(invalid_bdm(&format!("Volume {id} is not bootable.")));
+                }
+                super::attachments::reserve(w, v)?;
+                id.clone()
+            }
+            BdmSource::Blank => {
+                let size = r
+                    .size_gb
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid_bdm("Blank volumes need a non-zero volume_size."))?;
+                let v = new_volume(w, s, size, None)?;
+                made.push(NewVolume {
+                    id: v.id.clone(),
+                    size_gb: size,
+                    image: None,
+                });
+                v.id
+            }
+            BdmSource::Image { id, path } => {
+                let img = IMAGES
+                    .get(w.as_read(), id)?
+                    .filter(|i| i.status == "active")
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!("Image {id} could not be found."))
+                    })?;
+                let size = r.size_gb.filter(|n| *n > 0).ok_or_else(|| {
+                    invalid_bdm("Images with destination_type 'volume' need to have a non-zero size specified")
+                })?;
+                let need = img.size.unwrap_or(0).div_ceil(1 << 30).max(img.min_disk);
+                if need > size {
+                    return Err(ApiError::BadRequest(format!(
+                        "Volume is smaller than the minimum size specified in image metadata. Volume size is {} bytes, minimum size is {} bytes.",
+                        size << 30,
+                        need << 30
+                    )));
+                }
+                let v = new_volume(w, s, size, Some(&img))?;
+                made.push(NewVolume {
+                    id: v.id.clone(),
+                    size_gb: size,
+                    image: Some(path.clone()),
+                });
+                v.id
+            }
+        };
+        let mut b = Bdm::new(&volume_id, device);
+        b.boot_index = r.boot_index;
+        b.tag = r.tag.clone();
+        b.delete_on_termination = r.delete_on_termination;
+        s.bdms.push(b);
+    }
+    sync_volume_ids(s);
+    Ok(made)
+}
+
+/// Writes the bytes of volumes made at create; a volume whose bytes cannot be
+/// written goes to `error`.
+pub(crate) fn fill(store: &dyn Store, backend: &dyn VolumeBackend, made: &[NewVolume]) {
+    for n in made {
+        let r = match &n.image {
+            Some(p) => backend.create_from_file(&n.id, p, n.size_gb),
+            None => backend.create(&n.id, n.size_gb),
+        };
+        if let Err(e) = r {
+            tracing::error!(volume = %n.id, error = %e, "cannot write a volume made at server create");
+            let fix = || -> ApiResult<()> {
+                let mut w = store.write()?;
+                if let Some(mut v) = VOLUMES.get(w.as_read(), &n.id)? {
+                    v.status = "error".into();
+                    VOLUMES.put(&mut *w, &n.id, &v)?;
+                }
+                w.commit()?;
+                Ok(())
+            };
+            if let Err(e) = fix() {
+                tracing::error!(volume = %n.id, error = %e, "cannot record a volume error");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

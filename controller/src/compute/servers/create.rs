@@ -60,6 +60,8 @@ pub struct CreateReq {
     pub access_ipv6: String,
     /// `os:scheduler_hints.group` (the server-group filter plugs in here).
     pub group: Option<String>,
+    /// `block_device_mapping_v2` entries with a volume destination.
+    pub volumes: Vec<super::bdm::BdmReq>,
 }
 
 /// How many tries a build gets on different hosts before ERROR.
@@ -278,6 +280,16 @@ impl Compute {
             }
         }
         let nets = resolve_networks(w.as_read(), &ctx, &req.networks)?;
+        let existing_volumes = req
+            .volumes
+            .iter()
+            .any(|b| matches!(b.source, super::bdm::BdmSource::Volume(_)));
+        if existing_volumes && req.max_count > 1 {
+            return Err(ApiError::BadRequest(
+                "Cannot attach one or more volumes to multiple instances".into(),
+            ));
+        }
+        let mut made_volumes = Vec::new();
         let used = USAGE.get(w.as_read(), &project)?.unwrap_or_default();
         let limits = quota_limits(w.as_read(), &project)?;
         let count = quota_fit(&limits, used, &flavor, req.min_count, req.max_count)?;
@@ -390,6 +402,12 @@ impl Compute {
                     NODES.put(&mut *w, &node.id, &node)?;
                     BY_NODE.put(&mut *w, &project_key(&node.id, &id), &())?;
                     s.vifs = plug(&mut *w, &ctx, &s, &nets, &node.host)?;
+                    made_volumes.extend(super::bdm::map_at_create(
+                        &mut *w,
+                        who,
+                        &mut s,
+                        &req.volumes,
+                    )?);
                 }
                 None => {
                     s.vm_state = VmState::Error;
@@ -418,6 +436,9 @@ impl Compute {
         };
         USAGE.put(&mut *w, &project, &usage)?;
         w.commit()?;
+        if let Some(backend) = self.volume_backend() {
+            super::bdm::fill(&*self.store, &*backend, &made_volumes);
+        }
         Ok((servers, dispatch.into_iter().flatten().collect()))
     }
 }

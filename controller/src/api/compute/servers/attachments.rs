@@ -14,7 +14,7 @@ use super::parse::{bad, is_uuid};
 use crate::api::extract::{Caller, Json, Path, QueryParams};
 use crate::app::AppState;
 use crate::compute::servers::attachments::AttachVolume;
-use crate::compute::servers::bdm::Bdm;
+use crate::compute::servers::bdm::{Bdm, BdmReq, BdmSource};
 use crate::compute::servers::link::deliver_later;
 use crate::compute::servers::model::Server;
 use crate::compute::servers::query::check_tag;
@@ -265,4 +265,113 @@ async fn detach(
     let calls = blocking(move || compute.detach_volume(&who, &id, &volume)).await?;
     deliver_later(state.services.compute.clone(), state.nodes.clone(), calls);
     Ok(StatusCode::ACCEPTED)
+}
+
+/// An integer Nova's schema also takes as a string (`"0"`).
+fn int_of(b: &Map<String, Value>, k: &str) -> ApiResult<Option<i64>> {
+    match b.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| bad(k, &format!("{n}. {n} is not of type 'integer'"))),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| bad(k, &format!("{s}. '{s}' is not of type 'integer'"))),
+        Some(v) => Err(bad(k, &format!("{v}. {v} is not of type 'integer'"))),
+    }
+}
+
+fn bool_of(b: &Map<String, Value>, k: &str) -> ApiResult<bool> {
+    match b.get(k) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(x)) => Ok(*x),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "t" | "y" => Ok(true),
+            "false" | "0" | "no" | "off" | "f" | "n" => Ok(false),
+            _ => Err(bad(k, &format!("{s}. '{s}' is not of type 'boolean'"))),
+        },
+        Some(v) => Err(bad(k, &format!("{v}. {v} is not of type 'boolean'"))),
+    }
+}
+
+/// The volume entries of `block_device_mapping_v2` (local image disks give
+/// none; snapshots and local blank disks answer 501). An image's data file is
+/// filled in by the caller.
+pub(super) fn block_devices(list: &[Value]) -> ApiResult<Vec<BdmReq>> {
+    let mut out = Vec::new();
+    for item in list {
+        let Value::Object(b) = item else {
+            return Err(bad(
+                "block_device_mapping_v2",
+                &format!("{item}. {item} is not of type 'object'"),
+            ));
+        };
+        let text = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or_default();
+        let (source, dest) = (text("source_type"), text("destination_type"));
+        let dest = if dest.is_empty() { "volume" } else { dest };
+        let uuid = match b.get("uuid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(u)) if is_uuid(u) => Some(u.clone()),
+            Some(v) => return Err(bad("uuid", &format!("{v}. {v} is not a 'uuid'"))),
+        };
+        let size_gb = int_of(b, "volume_size")?;
+        if size_gb.is_some_and(|n| n < 0) {
+            return Err(bad("volume_size", "volume_size must not be negative"));
+        }
+        let src = match (source, dest) {
+            ("image", "local") => continue,
+            ("volume", "volume") => BdmSource::Volume(uuid.clone().ok_or_else(|| {
+                ApiError::BadRequest("Block Device Mapping is Invalid: Missing device UUID.".into())
+            })?),
+            ("image", "volume") => BdmSource::Image {
+                id: uuid.clone().ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Block Device Mapping is Invalid: Missing device UUID.".into(),
+                    )
+                })?,
+                path: std::path::PathBuf::new(),
+            },
+            ("blank", "volume") => BdmSource::Blank,
+            ("snapshot", _) | ("blank", "local") => {
+                return Err(ApiError::NotImplemented(
+                    "Block device mappings from snapshots and local ephemeral/swap disks are not implemented in kiln."
+                        .into(),
+                ))
+            }
+            (s, d) => {
+                return Err(ApiError::BadRequest(format!(
+                    "Block Device Mapping is Invalid: source_type '{s}' with destination_type '{d}' is not a valid combination."
+                )))
+            }
+        };
+        let device = b
+            .get("device_name")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                if d.starts_with("/dev/") {
+                    d.to_string()
+                } else {
+                    format!("/dev/{d}")
+                }
+            });
+        out.push(BdmReq {
+            source: src,
+            size_gb: size_gb.map(|n| n as u64),
+            boot_index: int_of(b, "boot_index")?,
+            delete_on_termination: bool_of(b, "delete_on_termination")?,
+            device,
+            tag: b.get("tag").and_then(Value::as_str).map(str::to_string),
+        });
+    }
+    if out.iter().filter(|b| b.boot_index == Some(0)).count() > 1 {
+        return Err(ApiError::BadRequest(
+            "Block Device Mapping is Invalid: Boot sequence for the instance and image/block device mapping combination is not valid.".into(),
+        ));
+    }
+    Ok(out)
 }

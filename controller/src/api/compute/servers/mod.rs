@@ -212,7 +212,12 @@ async fn create(
     mv: Microversion,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    let (req, want_reservation) = parse::create(&body, mv)?;
+    let (mut req, want_reservation) = parse::create(&body, mv)?;
+    for b in &mut req.volumes {
+        if let crate::compute::servers::bdm::BdmSource::Image { id, path } = &mut b.source {
+            *path = state.services.images.files.path(id);
+        }
+    }
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let (servers, calls) = blocking(move || compute.create_servers(&who, req)).await?;
