@@ -33,6 +33,7 @@ impl AppState {
     ) -> ApiResult<Self> {
         let services = Arc::new(Services::open(identity.store().clone(), data_dir)?);
         let volumes = Arc::new(crate::volume::FileBackend::new(data_dir.join("volumes")));
+        services.compute.set_volume_backend(volumes.clone());
         let secret = crate::protocol::load_or_create_secret(data_dir)
             .map_err(|e| ApiError::Internal(format!("cannot keep the node secret: {e}")))?;
         let nodes = Arc::new(crate::compute::servers::link::NodeLink::new(

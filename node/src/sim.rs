@@ -1,14 +1,15 @@
 //! The simulated driver: no guests, realistic delays (configurable; 0 for
 //! benchmarks), a synthesised console log per server, and real sparse files for
 //! volumes when a volume directory is given. Metadata `kiln-sim:fail=spawn` makes
-//! a build fail (to exercise retries and faults).
+//! a build fail, `kiln-sim:fail=attach` makes volume and port attaches and
+//! detaches fail (to exercise retries, roll-backs and faults).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kiln_controller::protocol::{Action, Spawn};
+use kiln_controller::protocol::{Action, Spawn, VolumeSpec};
 
 use crate::driver::{Capacity, Driver, DriverError, DriverFuture, DriverResult};
 
@@ -42,6 +43,26 @@ struct SimVm {
     name: String,
     console: Vec<String>,
     boots: u32,
+    /// `kiln-sim:fail=attach`: attaches and detaches fail.
+    fail_attach: bool,
+    /// Devices of the volumes attached (volume id → device).
+    disks: HashMap<String, String>,
+}
+
+impl SimVm {
+    fn of(spec: &Spawn, console: Vec<String>) -> SimVm {
+        SimVm {
+            name: spec.name.clone(),
+            console,
+            boots: 0,
+            fail_attach: spec.metadata.get("kiln-sim:fail").map(String::as_str) == Some("attach"),
+            disks: spec
+                .volumes
+                .iter()
+                .map(|v| (v.volume_id.clone(), v.device.clone()))
+                .collect(),
+        }
+    }
 }
 
 pub struct SimDriver {
@@ -99,22 +120,70 @@ impl SimDriver {
     }
 
     fn make_volumes(&self, spec: &Spawn) -> DriverResult<()> {
+        for v in &spec.volumes {
+            self.make_volume(v)?;
+        }
+        Ok(())
+    }
+
+    /// The volume's backing file, made sparse when absent (and a volume
+    /// directory or a path is known).
+    fn make_volume(&self, v: &VolumeSpec) -> DriverResult<()> {
         let Some(dir) = &self.volume_dir else {
             return Ok(());
         };
-        for v in &spec.volumes {
-            let path = v
-                .path
-                .as_ref()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| dir.join(format!("{}.img", v.volume_id)));
-            if !path.exists() {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let f = std::fs::File::create(&path)?;
-                f.set_len(v.size_gb << 30)?;
+        let path = v
+            .path
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join(format!("{}.img", v.volume_id)));
+        if !path.exists() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
             }
+            let f = std::fs::File::create(&path)?;
+            f.set_len(v.size_gb << 30)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches or detaches a volume or port on a simulated guest.
+    fn hotplug(&self, vm: &mut SimVm, action: &Action) -> DriverResult<()> {
+        if vm.fail_attach {
+            return Err(DriverError::Failed(format!(
+                "simulated {} failure on {}",
+                action.name(),
+                self.host
+            )));
+        }
+        match action {
+            Action::AttachVolume { volume } => {
+                self.make_volume(volume)?;
+                vm.disks
+                    .insert(volume.volume_id.clone(), volume.device.clone());
+                vm.console.push(format!(
+                    "virtio_blk: [{}] attached ({} GiB)",
+                    volume.device.trim_start_matches("/dev/"),
+                    volume.size_gb
+                ));
+            }
+            Action::DetachVolume { volume_id } => {
+                let dev = vm.disks.remove(volume_id).ok_or_else(|| {
+                    DriverError::Failed(format!("volume {volume_id} is not attached"))
+                })?;
+                vm.console.push(format!(
+                    "virtio_blk: [{}] detached",
+                    dev.trim_start_matches("/dev/")
+                ));
+            }
+            Action::AttachPort { port } => vm.console.push(format!(
+                "virtio_net: {} ({}) attached",
+                port.port_id, port.mac
+            )),
+            Action::DetachPort { port_id } => {
+                vm.console.push(format!("virtio_net: {port_id} detached"))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -141,11 +210,7 @@ impl Driver for SimDriver {
                 )));
             }
             self.make_volumes(spec)?;
-            let mut vm = SimVm {
-                name: spec.name.clone(),
-                console: Vec::new(),
-                boots: 0,
-            };
+            let mut vm = SimVm::of(spec, Vec::new());
             let ips: Vec<String> = spec.ports.iter().flat_map(|p| p.ips.clone()).collect();
             self.boot_log(&mut vm, &ips);
             let mut vms = self
@@ -164,16 +229,27 @@ impl Driver for SimDriver {
                 tokio::time::sleep(self.delays.action).await;
             }
             self.with_vm(id, |vm| match action {
+                Action::AttachVolume { .. }
+                | Action::DetachVolume { .. }
+                | Action::AttachPort { .. }
+                | Action::DetachPort { .. } => self.hotplug(vm, action),
                 Action::Start | Action::Reboot { .. } | Action::Rebuild { .. } => {
                     if matches!(action, Action::Rebuild { .. }) {
                         vm.console.push("rebuild: root disk replaced".into());
                     }
                     let ips = Vec::new();
                     self.boot_log(vm, &ips);
+                    Ok(())
                 }
-                Action::Stop => vm.console.push("reboot: Power down".into()),
-                other => vm.console.push(format!("kiln-sim: {}", other.name())),
-            })
+                Action::Stop => {
+                    vm.console.push("reboot: Power down".into());
+                    Ok(())
+                }
+                other => {
+                    vm.console.push(format!("kiln-sim: {}", other.name()));
+                    Ok(())
+                }
+            })?
         })
     }
 
@@ -204,11 +280,7 @@ impl Driver for SimDriver {
     }
 
     fn adopt(&self, spec: &Spawn, running: bool) -> DriverResult<()> {
-        let mut vm = SimVm {
-            name: spec.name.clone(),
-            console: vec!["kiln-sim: adopted after a node restart".into()],
-            boots: 0,
-        };
+        let mut vm = SimVm::of(spec, vec!["kiln-sim: adopted after a node restart".into()]);
         if running {
             let ips: Vec<String> = spec.ports.iter().flat_map(|p| p.ips.clone()).collect();
             self.boot_log(&mut vm, &ips);
@@ -227,7 +299,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use std::collections::BTreeMap;
 
-    use kiln_controller::protocol::{FlavorSpec, VolumeSpec};
+    use kiln_controller::protocol::{FlavorSpec, PortSpec};
 
     use super::*;
 
@@ -291,5 +363,77 @@ mod tests {
         ));
         assert!(d.spawn(&spec(true, vec![])).await.is_err());
         assert!(d.act("s1", &Action::Stop).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn hotplug_and_its_failure_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = Capacity {
+            vcpus: 4,
+            ram_mb: 4096,
+            disk_gb: 100,
+        };
+        let d = SimDriver::new(
+            "sim-0",
+            cap,
+            SimDelays::uniform(0),
+            Some(dir.path().to_path_buf()),
+        );
+        d.spawn(&spec(false, vec![])).await.unwrap();
+        let vol = VolumeSpec {
+            volume_id: "v9".into(),
+            device: "/dev/vdb".into(),
+            size_gb: 1,
+            path: Some(dir.path().join("x/v9.raw").to_string_lossy().into_owned()),
+        };
+        d.act("s1", &Action::AttachVolume { volume: vol })
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("x/v9.raw"))
+                .unwrap()
+                .len(),
+            1 << 30
+        );
+        assert!(d.console("s1", None).unwrap().contains("[vdb] attached"));
+        let detach = Action::DetachVolume {
+            volume_id: "v9".into(),
+        };
+        d.act("s1", &detach).await.unwrap();
+        assert!(d.act("s1", &detach).await.is_err(), "not attached any more");
+        let port = PortSpec {
+            port_id: "p1".into(),
+            network_id: "n".into(),
+            mac: "fa:16:3e:00:00:02".into(),
+            ips: vec![],
+        };
+        d.act("s1", &Action::AttachPort { port }).await.unwrap();
+        d.act(
+            "s1",
+            &Action::DetachPort {
+                port_id: "p1".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let mut failing = spec(false, vec![]);
+        failing.server_id = "s2".into();
+        failing
+            .metadata
+            .insert("kiln-sim:fail".into(), "attach".into());
+        d.spawn(&failing).await.unwrap();
+        let err = d
+            .act(
+                "s2",
+                &Action::DetachPort {
+                    port_id: "p1".into(),
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("simulated detach_port failure"),
+            "{err}"
+        );
     }
 }

@@ -47,6 +47,8 @@ pub struct Compute {
     store: Arc<dyn Store>,
     /// What the extras (usage, hypervisor servers) read about servers.
     directory: std::sync::RwLock<Arc<dyn usage::ServerDirectory>>,
+    /// Where volume bytes live (nodes are told the files; see `servers::attachments`).
+    volume_backend: std::sync::RwLock<Option<Arc<dyn crate::volume::VolumeBackend>>>,
 }
 
 impl Compute {
@@ -56,6 +58,7 @@ impl Compute {
         let c = Compute {
             store,
             directory: std::sync::RwLock::new(Arc::new(usage::NoServers)),
+            volume_backend: std::sync::RwLock::new(None),
         };
         c.seed_flavors()?;
         Ok(c)

@@ -21,6 +21,11 @@ pub trait VolumeBackend: Send + Sync + 'static {
     fn delete(&self, id: &str) -> io::Result<()>;
     /// The allocated size in bytes (tests and metrics).
     fn len(&self, id: &str) -> io::Result<u64>;
+    /// The file holding a volume's bytes, when the backend keeps files a node
+    /// on this machine can open.
+    fn path_of(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// Sparse raw files `{dir}/{id}.raw`.
@@ -42,6 +47,10 @@ impl FileBackend {
 }
 
 impl VolumeBackend for FileBackend {
+    fn path_of(&self, id: &str) -> Option<PathBuf> {
+        self.path(id).ok()
+    }
+
     fn create(&self, id: &str, size_gb: u64) -> io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let f = OpenOptions::new()

@@ -237,7 +237,7 @@ pub fn usage(r: &dyn ReadTxn, project: &str) -> VolResult<BTreeMap<String, i64>>
     Ok(u)
 }
 
-fn check_quota(r: &dyn ReadTxn, project: &str, what: &str, adding: i64) -> VolResult<()> {
+pub fn check_quota(r: &dyn ReadTxn, project: &str, what: &str, adding: i64) -> VolResult<()> {
     let lim = quota_limits(r, project)?;
     let limit = lim.get(what).copied().unwrap_or(-1);
     if limit < 0 {

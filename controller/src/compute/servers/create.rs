@@ -60,6 +60,8 @@ pub struct CreateReq {
     pub access_ipv6: String,
     /// `os:scheduler_hints.group` (the server-group filter plugs in here).
     pub group: Option<String>,
+    /// `block_device_mapping_v2` entries with a volume destination.
+    pub volumes: Vec<super::bdm::BdmReq>,
 }
 
 /// How many tries a build gets on different hosts before ERROR.
@@ -278,6 +280,16 @@ impl Compute {
             }
         }
         let nets = resolve_networks(w.as_read(), &ctx, &req.networks)?;
+        let existing_volumes = req
+            .volumes
+            .iter()
+            .any(|b| matches!(b.source, super::bdm::BdmSource::Volume(_)));
+        if existing_volumes && req.max_count > 1 {
+            return Err(ApiError::BadRequest(
+                "Cannot attach one or more volumes to multiple instances".into(),
+            ));
+        }
+        let mut made_volumes = Vec::new();
         let used = USAGE.get(w.as_read(), &project)?.unwrap_or_default();
         let limits = quota_limits(w.as_read(), &project)?;
         let count = quota_fit(&limits, used, &flavor, req.min_count, req.max_count)?;
@@ -356,6 +368,8 @@ impl Compute {
                 },
                 vifs: vec![],
                 volumes: vec![],
+                bdms: vec![],
+                pending_ports: vec![],
                 fault: None,
                 reservation_id: reservation_id.clone(),
                 launch_index: i,
@@ -388,6 +402,12 @@ impl Compute {
                     NODES.put(&mut *w, &node.id, &node)?;
                     BY_NODE.put(&mut *w, &project_key(&node.id, &id), &())?;
                     s.vifs = plug(&mut *w, &ctx, &s, &nets, &node.host)?;
+                    made_volumes.extend(super::bdm::map_at_create(
+                        &mut *w,
+                        who,
+                        &mut s,
+                        &req.volumes,
+                    )?);
                 }
                 None => {
                     s.vm_state = VmState::Error;
@@ -416,6 +436,9 @@ impl Compute {
         };
         USAGE.put(&mut *w, &project, &usage)?;
         w.commit()?;
+        if let Some(backend) = self.volume_backend() {
+            super::bdm::fill(&*self.store, &*backend, &made_volumes);
+        }
         Ok((servers, dispatch.into_iter().flatten().collect()))
     }
 }
@@ -432,7 +455,11 @@ pub(crate) enum NicPlan {
     Existing { port: Box<Port>, net: Network },
 }
 
-fn resolve_networks(r: &dyn ReadTxn, ctx: &Ctx, nets: &Networks) -> ApiResult<Vec<NicPlan>> {
+pub(crate) fn resolve_networks(
+    r: &dyn ReadTxn,
+    ctx: &Ctx,
+    nets: &Networks,
+) -> ApiResult<Vec<NicPlan>> {
     match nets {
         Networks::None => Ok(vec![]),
         Networks::Auto => {
@@ -491,7 +518,7 @@ fn resolve_networks(r: &dyn ReadTxn, ctx: &Ctx, nets: &Networks) -> ApiResult<Ve
 }
 
 /// Makes (or binds) the server's ports in the open transaction.
-fn plug(
+pub(crate) fn plug(
     w: &mut dyn WriteTxn,
     ctx: &Ctx,
     s: &Server,
@@ -541,6 +568,7 @@ fn plug(
                 .map(|f| f.ip_address.clone())
                 .collect(),
             owned,
+            tag: None,
         });
     }
     Ok(vifs)

@@ -111,7 +111,7 @@ fn rule(v: &Verb) -> (&'static str, &'static [VmState], Option<&'static str>) {
     }
 }
 
-fn conflict(name: &str, s: &Server) -> ApiError {
+pub(crate) fn conflict(name: &str, s: &Server) -> ApiError {
     match &s.task_state {
         Some(t) => ApiError::Conflict(format!(
             "Cannot '{name}' instance {} while it is in task_state {t}",
@@ -312,8 +312,9 @@ impl Compute {
                 match self.call_for(w.as_read(), &s, Call::Delete)? {
                     Some(d) => calls.push(d),
                     None => {
-                        finish_delete(&mut *w, &s)?;
+                        let gone = finish_delete(&mut *w, &s)?;
                         w.commit()?;
+                        self.purge_volume_files(&gone);
                         return Ok((s, vec![]));
                     }
                 }
@@ -351,8 +352,9 @@ impl Compute {
         let failed = r.fault.is_some() || r.vm_state == Error;
         match concludes {
             Some("delete") => {
-                finish_delete(&mut *w, &s)?;
+                let gone = finish_delete(&mut *w, &s)?;
                 w.commit()?;
+                self.purge_volume_files(&gone);
                 return Ok(vec![]);
             }
             Some("spawn") if failed && s.vm_state == Building => {
@@ -381,6 +383,9 @@ impl Compute {
                     s.launched_at = Some(r.at);
                 }
             }
+        }
+        if let Some(name) = concludes {
+            super::attachments::conclude(&mut *w, &mut s, name, r.fault.as_deref())?;
         }
         if let Some(a) = s.actions.last_mut() {
             if let Some(e) = a.events.last_mut() {
@@ -476,15 +481,18 @@ impl Compute {
             ),
             Call::Delete => {
                 let mut w = self.store.write()?;
+                let mut gone = Vec::new();
                 if let Some(s) = SERVERS.get(w.as_read(), &d.server_id)? {
-                    finish_delete(&mut *w, &s)?;
+                    gone = finish_delete(&mut *w, &s)?;
                 }
                 w.commit()?;
+                self.purge_volume_files(&gone);
                 Ok(vec![])
             }
-            Call::Act(_) => {
+            Call::Act(a) => {
                 let mut w = self.store.write()?;
                 if let Some(mut s) = SERVERS.get(w.as_read(), &d.server_id)? {
+                    super::attachments::conclude(&mut *w, &mut s, a.name(), Some(why))?;
                     s.task_state = None;
                     s.fault = Some(fault(500, why));
                     SERVERS.put(&mut *w, &d.server_id, &s)?;
@@ -571,14 +579,16 @@ impl Compute {
     pub fn purge_server(&self, id: &str) -> ApiResult<()> {
         let mut w = self.store.write()?;
         let s = SERVERS.get(w.as_read(), id)?.ok_or_else(|| not_found(id))?;
-        finish_delete(&mut *w, &s)?;
+        let gone = finish_delete(&mut *w, &s)?;
         w.commit()?;
+        self.purge_volume_files(&gone);
         Ok(())
     }
 }
 
-/// Everything a deleted server held: claim, indexes, quota usage, ports.
-fn finish_delete(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<()> {
+/// Everything a deleted server held: claim, indexes, quota usage, ports,
+/// volumes. Returns the volumes deleted with it (their bytes go after the commit).
+fn finish_delete(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<Vec<String>> {
     if let Some(gid) = &s.scheduler_group {
         if let Some(mut g) = SERVER_GROUPS.get(w.as_read(), gid)? {
             g.members.retain(|(m, _)| *m != s.id);
@@ -614,7 +624,8 @@ fn finish_delete(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<()> {
             PORTS.put(w, &v.port_id, &p)?;
         }
     }
+    let gone = super::bdm::release(w, s)?;
     BY_PROJECT.delete(w, &project_key(&s.project_id, &s.id))?;
     SERVERS.delete(w, &s.id)?;
-    Ok(())
+    Ok(gone)
 }

@@ -7,8 +7,11 @@
 //! and returns a [`Dispatch`]; the API layer sends it to the node after the commit;
 //! the node reports the resulting state, which [`Compute::apply_report`] records.
 
+pub mod attachments;
+pub mod bdm;
 pub mod create;
 pub mod directory;
+pub mod interfaces;
 pub mod lifecycle;
 pub mod link;
 pub mod model;
@@ -88,7 +91,7 @@ pub fn spawn_of(r: &dyn ReadTxn, s: &Server) -> ApiResult<Spawn> {
                 ips: v.ips.clone(),
             })
             .collect(),
-        volumes: vec![],
+        volumes: bdm::specs_of(r, s)?,
         user_data: s.user_data.clone(),
         key: s.key_data.clone(),
         metadata: s.metadata.clone(),
@@ -104,7 +107,7 @@ impl Compute {
             node: node.clone(),
             url,
             server_id: s.id.clone(),
-            call: Call::Spawn(Box::new(spawn_of(r, s)?)),
+            call: self.with_volume_paths(Call::Spawn(Box::new(spawn_of(r, s)?))),
         }))
     }
 
@@ -121,7 +124,7 @@ impl Compute {
             node: node.clone(),
             url,
             server_id: s.id.clone(),
-            call,
+            call: self.with_volume_paths(call),
         }))
     }
 }

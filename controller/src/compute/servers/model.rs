@@ -44,6 +44,9 @@ pub struct Vif {
     pub ips: Vec<String>,
     /// Whether kiln created the port (then it deletes it with the server).
     pub owned: bool,
+    /// The device tag given when it was attached (os-interface, 2.49).
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +112,14 @@ pub struct Server {
     pub config_drive: bool,
     pub security_groups: Vec<String>,
     pub vifs: Vec<Vif>,
+    /// The ids of the volumes in `bdms`, in device order (what the views list).
     pub volumes: Vec<String>,
+    /// The volumes mapped to the server, with their device and attach state.
+    #[serde(default)]
+    pub bdms: Vec<super::bdm::Bdm>,
+    /// Ports whose attach the node has not concluded yet (oldest first).
+    #[serde(default)]
+    pub pending_ports: Vec<String>,
     pub fault: Option<Fault>,
     pub reservation_id: String,
     pub launch_index: u32,

@@ -3,6 +3,8 @@
 //! Views per microversion live in [`views`]; body parsing in [`parse`].
 
 mod actions;
+pub mod attachments;
+pub mod interfaces;
 mod parse;
 pub mod views;
 
@@ -61,29 +63,8 @@ pub fn router() -> Router<AppState> {
             &format!("{S}/{{id}}/os-instance-actions/{{req}}"),
             get(action_show),
         )
-        .route(
-            &format!("{S}/{{id}}/os-volume_attachments"),
-            axum::routing::any(later),
-        )
-        .route(
-            &format!("{S}/{{id}}/os-volume_attachments/{{*rest}}"),
-            axum::routing::any(later),
-        )
-        .route(
-            &format!("{S}/{{id}}/os-interface"),
-            axum::routing::any(later),
-        )
-        .route(
-            &format!("{S}/{{id}}/os-interface/{{*rest}}"),
-            axum::routing::any(later),
-        )
-}
-
-async fn later() -> ApiError {
-    ApiError::NotImplemented(
-        "Volume attachments and interface attachments on servers are not implemented yet in kiln."
-            .into(),
-    )
+        .merge(attachments::router())
+        .merge(interfaces::router())
 }
 
 fn list_query(q: &QueryParams, who: &Who) -> ApiResult<ListQuery> {
@@ -231,7 +212,12 @@ async fn create(
     mv: Microversion,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
-    let (req, want_reservation) = parse::create(&body, mv)?;
+    let (mut req, want_reservation) = parse::create(&body, mv)?;
+    for b in &mut req.volumes {
+        if let crate::compute::servers::bdm::BdmSource::Image { id, path } = &mut b.source {
+            *path = state.services.images.files.path(id);
+        }
+    }
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let (servers, calls) = blocking(move || compute.create_servers(&who, req)).await?;

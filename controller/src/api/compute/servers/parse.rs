@@ -81,7 +81,7 @@ fn count(o: &Map<String, Value>, k: &str) -> ApiResult<Option<u32>> {
     }
 }
 
-fn is_uuid(s: &str) -> bool {
+pub(super) fn is_uuid(s: &str) -> bool {
     uuid::Uuid::parse_str(s).is_ok()
 }
 
@@ -186,29 +186,31 @@ pub fn create(body: &Map<String, Value>, mv: Microversion) -> ApiResult<(CreateR
     }) else {
         return Err(bad("server", "'flavorRef' is a required property"));
     };
-    if o.contains_key("block_device_mapping_v2") || o.contains_key("block_device_mapping") {
-        let bdms = o
-            .get("block_device_mapping_v2")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        // Image-backed local disks are what kiln boots today; volumes as a root
-        // or data disk at boot are not built yet.
-        let only_local = bdms.iter().all(|b| {
-            b.get("destination_type").and_then(Value::as_str) == Some("local")
-                && b.get("source_type").and_then(Value::as_str) == Some("image")
-        });
-        if !only_local {
-            return Err(ApiError::NotImplemented(
-                "Booting from or attaching volumes at create (block_device_mapping_v2 with a volume) is not implemented yet in kiln.".into(),
-            ));
-        }
+    if o.contains_key("block_device_mapping") {
+        return Err(ApiError::NotImplemented(
+            "The legacy block_device_mapping is not implemented in kiln; use block_device_mapping_v2.".into(),
+        ));
     }
-    let image_ref = string(o, "imageRef")?.unwrap_or_default();
-    if image_ref.is_empty() {
+    let volumes = match o.get("block_device_mapping_v2") {
+        None => vec![],
+        Some(Value::Array(list)) => super::attachments::block_devices(list)?,
+        Some(v) => {
+            return Err(bad(
+                "block_device_mapping_v2",
+                &format!("{v}. {v} is not of type 'array'"),
+            ))
+        }
+    };
+    let boots_from_volume = volumes.iter().any(|b| b.boot_index == Some(0));
+    let image_ref = if boots_from_volume {
+        String::new()
+    } else {
+        string(o, "imageRef")?.unwrap_or_default()
+    };
+    if image_ref.is_empty() && !boots_from_volume {
         return Err(ApiError::BadRequest("Missing imageRef attribute".into()));
     }
-    if !is_uuid(&image_ref) && !image_ref.contains('/') {
+    if !boots_from_volume && !is_uuid(&image_ref) && !image_ref.contains('/') {
         return Err(ApiError::BadRequest(format!(
             "Invalid input for field/attribute imageRef. Value: {image_ref}. '{image_ref}' is not a 'uuid'"
         )));
@@ -307,6 +309,7 @@ pub fn create(body: &Map<String, Value>, mv: Microversion) -> ApiResult<(CreateR
         access_ipv4: string(o, "accessIPv4")?.unwrap_or_default(),
         access_ipv6: string(o, "accessIPv6")?.unwrap_or_default(),
         group,
+        volumes,
     };
     Ok((req, return_reservation_id))
 }
