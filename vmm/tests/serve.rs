@@ -9,11 +9,11 @@
 mod support;
 
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use kiln_netdp::dhcp::{DhcpServer, Lease, NetworkOptions, ServerConfig};
 use serde_json::{json, Value};
-use support::{ask, finish, firmware, kvm_available, wait_socket, Guest, Netns, Vmm, VMM};
+use support::{ask, finish, firmware, kvm_available, wait_socket, Guest, Netns, Vmm};
 
 const MIB: usize = 1 << 20;
 
@@ -177,25 +177,13 @@ fn serve_takes_a_dhcp_lease_and_answers_ping() {
 
     let g = Guest::new();
     let mac = MAC.map(|b| format!("{b:02x}")).join(":");
-    let c = json!({
-        "vcpus": 1,
-        "memory_mib": 64,
-        "firmware": {"path": firmware(), "cmdline": "kiln.mode=serve"},
-        "nics": [{"tap": TAP, "mac": mac, "id": "eth0"}],
-        "console": {"log": g.log()},
-        "control_socket": g.sock(),
-    });
-    let cfg = g.path("vm.json");
-    std::fs::write(&cfg, c.to_string()).unwrap();
-    let mut vmm = Vmm(Some(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.name, VMM, "--config"])
-            .arg(cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut vmm = g.spawn_in(
+        &ns,
+        json!({
+            "firmware": {"path": firmware(), "cmdline": "kiln.mode=serve"},
+            "nics": [{"tap": TAP, "mac": mac, "id": "eth0"}],
+        }),
+    );
     let child = vmm.0.as_mut().unwrap();
     g.wait_console(
         child,
@@ -218,4 +206,39 @@ fn serve_takes_a_dhcp_lease_and_answers_ping() {
     let out = finish(vmm.0.take().unwrap());
     assert!(out.status.success(), "{out:?}\n{}", g.console());
     server.stop();
+}
+
+#[test]
+fn without_a_dhcp_answer_serve_says_so_and_carries_on() {
+    if !kvm_available() {
+        return;
+    }
+    let Some(ns) = Netns::new("nodhcp") else {
+        return;
+    };
+    let g = Guest::new();
+    let volume = g.disk("volume.raw", 2 * MIB, 0);
+    let mut vmm = g.spawn_in(
+        &ns,
+        json!({
+            "firmware": {"path": firmware(), "cmdline": "kiln.mode=serve dhcp_secs=1"},
+            "disks": [{"path": null, "id": "vol-1"}],
+            "nics": [{"tap": TAP, "id": "eth0"}],
+        }),
+    );
+    let child = vmm.0.as_mut().unwrap();
+    g.wait_console(child, "kiln-firmware: disk 0 empty\n");
+    g.wait_console(child, "kiln-firmware: dhcp failed\n");
+    wait_socket(&g.sock());
+    let ok = ask(
+        &g.sock(),
+        json!({"action": "swap-disk", "id": "vol-1", "path": volume}),
+    );
+    assert_eq!(ok["ok"], true, "{ok}");
+    g.wait_console(child, "kiln-firmware: disk 0 attached 2097152\n");
+    g.wait_console(child, "blk-check ok 1048576\n");
+    let ok = ask(&g.sock(), json!({"action": "shutdown"}));
+    assert_eq!(ok["ok"], true, "{ok}");
+    let out = finish(vmm.0.take().unwrap());
+    assert!(out.status.success(), "{out:?}\n{}", g.console());
 }

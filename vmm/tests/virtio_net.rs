@@ -8,7 +8,7 @@
 mod support;
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kiln_vmm::config::NicConfig;
@@ -25,24 +25,13 @@ const MAC: &str = "52:54:00:6b:69:01";
 
 /// Start kiln-vmm inside `ns` with one NIC on TAP `TAP` running `cmdline`.
 fn spawn_in(ns: &Netns, g: &Guest, cmdline: &str) -> Vmm {
-    let c = json!({
-        "vcpus": 1,
-        "memory_mib": 64,
-        "firmware": {"path": firmware(), "cmdline": cmdline},
-        "nics": [{"tap": TAP, "mac": MAC, "id": "eth0"}],
-        "console": {"log": g.path("console.log")},
-        "control_socket": g.sock(),
-    });
-    let cfg = g.path("vm.json");
-    std::fs::write(&cfg, c.to_string()).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name, VMM, "--config"])
-        .arg(cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Vmm(Some(child))
+    g.spawn_in(
+        ns,
+        json!({
+            "firmware": {"path": firmware(), "cmdline": cmdline},
+            "nics": [{"tap": TAP, "mac": MAC, "id": "eth0"}],
+        }),
+    )
 }
 
 #[test]

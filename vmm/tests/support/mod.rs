@@ -94,6 +94,17 @@ impl Guest {
             .spawn()
             .unwrap()
     }
+    /// Start kiln-vmm with [`Guest::config`]`(extra)` inside network namespace `ns`.
+    pub fn spawn_in(&self, ns: &Netns, extra: Value) -> Vmm {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, VMM, "--config"])
+            .arg(self.config(extra))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Vmm(Some(child))
+    }
     /// Start kiln-vmm running the firmware with `cmdline` and `disks`.
     pub fn spawn(&self, cmdline: &str, disks: Value) -> Child {
         self.spawn_with(json!({

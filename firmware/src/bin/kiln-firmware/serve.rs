@@ -1,7 +1,7 @@
-//! `kiln.mode=serve [ip=A/N] [tcp=P,…]`: what a cloud server runs. With a
-//! NIC: take an address by DHCP (or `ip=`), print
+//! `kiln.mode=serve [ip=A/N] [tcp=P,…] [dhcp_secs=S]`: what a cloud server
+//! runs. With a NIC: take an address by DHCP (or `ip=`), print
 //! `kiln-firmware: dhcp <ip>/<prefix> router <gw>` (or `dhcp failed` after
-//! ~10 s, then keep asking every 4 s while everything else goes on), and
+//! S seconds, default 10, then keep asking every 4 s while everything else goes on), and
 //! answer ARP, ICMP echo, UDP echo and TCP SYNs as net-echo does (ports
 //! `tcp=`, default 22 and 80), renewing the lease at half its time. The
 //! DHCP client is a state machine polled by the one serve loop, so disks
@@ -163,6 +163,8 @@ struct Nic {
     addr: Addr,
     xid: u32,
     hz: u64,
+    /// When the DHCP client says `dhcp failed` (`dhcp_secs=`, default 10 s).
+    give_up_ms: u64,
 }
 
 impl Nic {
@@ -185,6 +187,9 @@ impl Nic {
                 me.n_tcp_ports = DEFAULT_TCP.len();
             }
         }
+        let give_up_ms = cmdline::value(cmdline, b"dhcp_secs")
+            .and_then(cmdline::parse_u64)
+            .map_or(dhcp::GIVE_UP_MS, |s| s.saturating_mul(1000));
         let now = rdtsc();
         let mac = me.mac;
         let xid = (now as u32) ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
@@ -203,7 +208,7 @@ impl Nic {
                 requesting: None,
                 attempt: 0,
                 next_send: now,
-                give_up: now + dhcp::GIVE_UP_MS * hz / 1000,
+                give_up: now + give_up_ms * hz / 1000,
                 failed_said: false,
             },
         };
@@ -213,6 +218,7 @@ impl Nic {
             addr,
             xid,
             hz,
+            give_up_ms,
         }
     }
 
@@ -281,7 +287,7 @@ impl Nic {
                         requesting: None,
                         attempt: 0,
                         next_send: now,
-                        give_up: now + dhcp::GIVE_UP_MS * self.hz / 1000,
+                        give_up: now + self.give_up_ms * self.hz / 1000,
                         failed_said: false,
                     };
                 }
