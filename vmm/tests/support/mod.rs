@@ -118,8 +118,13 @@ impl Guest {
     /// Wait until the console contains `text` (panics with the console if
     /// kiln-vmm exits first or nothing comes within 30 s).
     pub fn wait_console(&self, child: &mut Child, text: &str) {
+        self.wait_console_times(child, text, 1);
+    }
+
+    /// Wait until `text` has appeared `times` times on the console.
+    pub fn wait_console_times(&self, child: &mut Child, text: &str, times: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.console().contains(text) {
+        while self.console().matches(text).count() < times {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "kiln-vmm exited ({status}) before printing {text:?}; console:\n{}",

@@ -161,6 +161,66 @@ pub fn check_read(blk: &mut Blk, start: u64, bytes: u64) -> bool {
     true
 }
 
+/// Where [`check_preserving`] keeps the bytes it overwrites: past the chunk
+/// the checks use, inside the same static buffer.
+const SAVE_AT: usize = CHECK_CHUNK;
+
+/// Copy `bytes` bytes between the disk (from byte `start`) and the save area,
+/// in `CHECK_CHUNK` requests; `kind` is `T_IN` (save) or `T_OUT` (restore).
+fn save_area_io(blk: &mut Blk, kind: u32, start: u64, bytes: u64) -> bool {
+    // SAFETY: DATA is only used by one job at a time, single-threaded.
+    let buf = unsafe { &mut *core::ptr::addr_of_mut!(DATA.0) };
+    let mut off = 0u64;
+    while off < bytes {
+        let n = (bytes - off).min(CHECK_CHUNK as u64) as usize;
+        let at = SAVE_AT + off as usize;
+        // SAFETY: the slice stays untouched until `run` returns.
+        let st = unsafe {
+            blk.run(
+                kind,
+                (start + off) / 512,
+                buf[at..at + n].as_mut_ptr(),
+                n as u32,
+            )
+        };
+        if st != virtio_blk::S_OK {
+            status_line(
+                if kind == virtio_blk::T_IN {
+                    b"save"
+                } else {
+                    b"restore"
+                },
+                st,
+                (start + off) / 512,
+            );
+            return false;
+        }
+        off += n as u64;
+    }
+    true
+}
+
+/// The check `serve` runs on a hot-attached read-write disk, without losing
+/// the user's data: the region is read aside first, then pattern-written,
+/// flushed, verified, and written back (and flushed) whatever the outcome.
+/// `bytes` must fit the save area (at most 1 MiB here).
+pub fn check_preserving(blk: &mut Blk, start: u64, bytes: u64) {
+    let bytes = bytes.min((DATA_BUF - SAVE_AT) as u64);
+    if !save_area_io(blk, virtio_blk::T_IN, start, bytes) {
+        return;
+    }
+    if check_write(blk, start, bytes) {
+        check_read(blk, start, bytes);
+    }
+    if save_area_io(blk, virtio_blk::T_OUT, start, bytes) {
+        // SAFETY: a flush carries no data.
+        let st = unsafe { blk.run(virtio_blk::T_FLUSH, 0, core::ptr::null_mut(), 0) };
+        if st != virtio_blk::S_OK {
+            status_line(b"flush", st, 0);
+        }
+    }
+}
+
 /// Read `bytes` bytes from byte `start` (a read-only disk's check);
 /// prints `blk-check readable <bytes>` or the failed request.
 pub fn check_readable(blk: &mut Blk, start: u64, bytes: u64) {

@@ -22,7 +22,7 @@ use kiln_firmware::net_echo::{self, Me};
 use kiln_firmware::virtio_blk::{Blk, MAX_UNITS};
 use kiln_firmware::virtio_net::Net;
 
-use super::blk_jobs::{check_read, check_readable, check_write};
+use super::blk_jobs::{check_preserving, check_readable};
 use super::{ctrl_alt_del, flush_console, irq, open_net, rdtsc, say, tsc_hz, write_com1, Waker};
 
 /// Bytes blk-check covers at the end of a hot-attached disk.
@@ -133,8 +133,8 @@ fn watch(d: &mut Disk) {
     if d.blk.read_only {
         say(&[b"kiln-firmware: disk is read-only: reading its last MiB only"]);
         check_readable(&mut d.blk, start, len);
-    } else if check_write(&mut d.blk, start, len) {
-        check_read(&mut d.blk, start, len);
+    } else {
+        check_preserving(&mut d.blk, start, len);
     }
     flush_console();
 }
