@@ -60,6 +60,8 @@ pub struct CreateReq {
     pub access_ipv6: String,
     /// `os:scheduler_hints.group` (the server-group filter plugs in here).
     pub group: Option<String>,
+    /// `hostname` (2.90).
+    pub hostname: Option<String>,
 }
 
 /// How many tries a build gets on different hosts before ERROR.
@@ -371,6 +373,8 @@ impl Compute {
                     "create",
                     "compute__do_build_and_run_instance",
                 )],
+                hostname: req.hostname.clone(),
+                pinned_az: req.az.clone(),
             };
             match pick_in(&mut nodes, &s.demand(), &[], placement.as_ref()) {
                 Some(node) => {
