@@ -6,128 +6,20 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use axum::http::{Method, StatusCode};
+use common::servers::{add_image, fake_node, node_call, register, report, settle, IMAGE};
 use common::Cloud;
 use kiln_controller::compute::tables::NODES;
 use kiln_controller::identity::compliance::Preset;
-use kiln_controller::image::model::Image;
-use kiln_controller::image::tables::IMAGES;
-use kiln_controller::protocol::{PowerState, Register, StateReport, VmState, VERSION};
+use kiln_controller::protocol::VmState;
 use serde_json::{json, Value};
 
 const S: &str = "/compute/v2.1/servers";
-const IMAGE: &str = "6b7a3c1e-5f0a-4d8e-9c2b-0a1b2c3d4e5f";
 
 fn fault(status: StatusCode, body: &Value, code: u16, name: &str) -> String {
     assert_eq!(status.as_u16(), code, "{body}");
     assert_eq!(body[name]["code"], code, "{body}");
     body[name]["message"].as_str().unwrap().to_string()
-}
-
-/// An HTTP listener that accepts any node call (the test plays the node's reports).
-async fn fake_node() -> String {
-    let app = axum::Router::new().fallback(|| async { StatusCode::ACCEPTED });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-async fn node_call(cloud: &Cloud, path: &str, body: Value, secret: Option<&str>) -> StatusCode {
-    let auth = secret.map(|s| format!("Bearer {s}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-    cloud
-        .raw(Method::POST, path, None, Some(body.to_string()), &headers)
-        .await
-        .0
-}
-
-async fn register(cloud: &Cloud, id: &str, ram_mb: u64, url: &str) {
-    let reg = Register {
-        node_id: id.into(),
-        host: id.into(),
-        vcpus: 8,
-        ram_mb,
-        disk_gb: 100,
-        az: "nova".into(),
-        capabilities: vec![],
-        driver: "sim".into(),
-        protocol: VERSION,
-        url: format!("{url}/kiln-node/v1/{id}"),
-    };
-    let secret = cloud.state.nodes.secret().to_string();
-    let s = node_call(
-        cloud,
-        "/compute/kiln/v1/nodes",
-        serde_json::to_value(&reg).unwrap(),
-        Some(&secret),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
-}
-
-async fn report(
-    cloud: &Cloud,
-    node: &str,
-    id: &str,
-    vm: VmState,
-    fault: Option<&str>,
-    concludes: &str,
-) {
-    let r = StateReport {
-        server_id: id.into(),
-        vm_state: vm,
-        power_state: if vm == VmState::Active {
-            PowerState::Running
-        } else {
-            PowerState::NoState
-        },
-        task_state: None,
-        fault: fault.map(str::to_string),
-        concludes: Some(concludes.into()),
-        console_available: true,
-        at: 1,
-    };
-    let secret = cloud.state.nodes.secret().to_string();
-    let s = node_call(
-        cloud,
-        &format!("/compute/kiln/v1/nodes/{node}/servers/{id}/state"),
-        serde_json::to_value(&r).unwrap(),
-        Some(&secret),
-    )
-    .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
-}
-
-fn add_image(cloud: &Cloud) {
-    let img = Image {
-        id: IMAGE.into(),
-        name: Some("cirros".into()),
-        status: "active".into(),
-        visibility: "public".into(),
-        protected: false,
-        os_hidden: false,
-        owner: None,
-        disk_format: Some("raw".into()),
-        container_format: Some("bare".into()),
-        min_disk: 0,
-        min_ram: 0,
-        size: Some(1),
-        virtual_size: None,
-        checksum: None,
-        os_hash_algo: None,
-        os_hash_value: None,
-        tags: vec![],
-        properties: BTreeMap::new(),
-        created_at: 0,
-        updated_at: 0,
-    };
-    let store = cloud.state.identity.store().clone();
-    let mut w = store.write().unwrap();
-    IMAGES.put(&mut *w, IMAGE, &img).unwrap();
-    w.commit().unwrap();
 }
 
 fn server_body(name: &str) -> Value {
@@ -139,11 +31,6 @@ async fn create(cloud: &Cloud, token: &str, name: &str) -> Value {
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let id = v["server"]["id"].as_str().unwrap();
     cloud.get(&format!("{S}/{id}"), token).await.1["server"].clone()
-}
-
-/// Waits until the background dispatch of a call settled (the fake node accepts).
-async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 #[tokio::test]

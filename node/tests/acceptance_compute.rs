@@ -121,7 +121,7 @@ fn flavors_keypairs_quotas() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         header(&head, "openstack-api-version").as_deref(),
-        Some("compute 2.1")
+        Some("compute 2.96")
     );
     let (code, _, body) = cloud.http(
         "GET",

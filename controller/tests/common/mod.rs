@@ -2,6 +2,8 @@
 //! temp dir, driven through `app()` with `oneshot` (no socket).
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod servers;
+
 use std::path::Path;
 use std::sync::Arc;
 

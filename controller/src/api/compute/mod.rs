@@ -69,7 +69,19 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-async fn pending(OriginalUri(uri): OriginalUri) -> ApiError {
+/// Proxy APIs 2.36 removed (404 from there on).
+const PROXIES_GONE_AT_2_36: &[&str] = &["images", "os-volumes", "os-snapshots"];
+
+async fn pending(mv: crate::microversion::Microversion, OriginalUri(uri): OriginalUri) -> ApiError {
+    let first = uri
+        .path()
+        .trim_start_matches("/compute/v2.1/")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if mv.at_least(36) && PROXIES_GONE_AT_2_36.contains(&first) {
+        return ApiError::NotFound(format!("The resource could not be found: {}", uri.path()));
+    }
     ApiError::NotImplemented(format!(
         "{} is not implemented yet in kiln's compute API.",
         uri.path()

@@ -62,6 +62,8 @@ pub struct CreateReq {
     pub group: Option<String>,
     /// `block_device_mapping_v2` entries with a volume destination.
     pub volumes: Vec<super::bdm::BdmReq>,
+    /// `hostname` (2.90).
+    pub hostname: Option<String>,
 }
 
 /// How many tries a build gets on different hosts before ERROR.
@@ -385,6 +387,8 @@ impl Compute {
                     "create",
                     "compute__do_build_and_run_instance",
                 )],
+                hostname: req.hostname.clone(),
+                pinned_az: req.az.clone(),
             };
             match pick_in(&mut nodes, &s.demand(), &[], placement.as_ref()) {
                 Some(node) => {

@@ -130,6 +130,14 @@ pub struct Server {
     pub deleted_at: Option<i64>,
     pub scheduler_group: Option<String>,
     pub actions: Vec<ActionRecord>,
+    /// The hostname given at create/update/rebuild (2.90); the sanitised name
+    /// when `None`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The availability zone the user asked for at create (2.96
+    /// `pinned_availability_zone`); `az` also holds the node's.
+    #[serde(default)]
+    pub pinned_az: Option<String>,
 }
 
 impl Server {

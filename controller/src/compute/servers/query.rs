@@ -23,6 +23,10 @@ pub struct ListQuery {
     pub image: Option<String>,
     pub flavor: Option<String>,
     pub changes_since: Option<i64>,
+    /// `changes-before` (2.66).
+    pub changes_before: Option<i64>,
+    /// `locked` (2.73).
+    pub locked: Option<bool>,
     pub all_tenants: bool,
     pub project: Option<String>,
     pub host: Option<String>,
@@ -66,6 +70,12 @@ fn matches(s: &Server, q: &ListQuery, name_re: Option<&fancy_regex::Regex>) -> b
         return false;
     }
     if q.changes_since.is_some_and(|t| s.updated_at < t) {
+        return false;
+    }
+    if q.changes_before.is_some_and(|t| s.updated_at > t) {
+        return false;
+    }
+    if q.locked.is_some_and(|l| s.locked != l) {
         return false;
     }
     if q.host.as_ref().is_some_and(|h| s.host.as_ref() != Some(h)) {

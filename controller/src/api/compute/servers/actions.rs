@@ -16,7 +16,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::microversion::Microversion;
 use crate::services::blocking;
 
-fn verb(name: &str, arg: &Value) -> ApiResult<Option<Verb>> {
+use super::views::{self, Call};
+
+fn verb(name: &str, arg: &Value, mv: Microversion) -> ApiResult<Option<Verb>> {
     let field = |k: &str| arg.get(k).and_then(Value::as_str).map(str::to_string);
     Ok(Some(match name {
         "os-stop" => Verb::Stop,
@@ -34,20 +36,9 @@ fn verb(name: &str, arg: &Value) -> ApiResult<Option<Verb>> {
         "suspend" => Verb::Suspend,
         "resume" => Verb::Resume,
         "lock" => Verb::Lock {
-            reason: field("locked_reason"),
+            reason: super::rules::lock(arg, mv)?,
         },
         "unlock" => Verb::Unlock,
-        "rebuild" => {
-            let Some(image) = field("imageRef") else {
-                return Err(ApiError::BadRequest(
-                    "Invalid input for field/attribute rebuild. Value: 'imageRef' is a required property".into(),
-                ));
-            };
-            Verb::Rebuild {
-                image_ref: Some(image.rsplit('/').next().unwrap_or_default().to_string()),
-                name: field("name"),
-            }
-        }
         "resize" => {
             let Some(f) = arg.get("flavorRef").and_then(|v| match v {
                 Value::String(s) => Some(s.clone()),
@@ -64,7 +55,10 @@ fn verb(name: &str, arg: &Value) -> ApiResult<Option<Verb>> {
         "revertResize" => Verb::RevertResize,
         "shelve" => Verb::Shelve,
         "shelveOffload" => Verb::ShelveOffload,
-        "unshelve" => Verb::Unshelve,
+        "unshelve" => {
+            super::rules::unshelve(arg, mv)?;
+            Verb::Unshelve
+        }
         "changePassword" => {
             if field("adminPass").is_none() {
                 return Err(ApiError::BadRequest(
@@ -107,10 +101,21 @@ pub async fn action(
     if name == "os-getConsoleOutput" {
         return console(state, who, id, arg).await;
     }
-    if name == "createImage" {
-        return create_image(state, who, id, arg, mv, base).await;
+    if name == "createImage" || name == "rebuild" {
+        let on = On {
+            state,
+            who,
+            id,
+            mv,
+            base,
+        };
+        return if name == "rebuild" {
+            rebuild(on, arg).await
+        } else {
+            create_image(on, arg).await
+        };
     }
-    let Some(verb) = verb(name, arg)? else {
+    let Some(verb) = verb(name, arg, mv)? else {
         return Err(ApiError::BadRequest(format!(
             "There is no such action: {name}"
         )));
@@ -157,15 +162,26 @@ async fn console(state: AppState, who: Who, id: String, arg: &Value) -> ApiResul
     Ok(axum::Json(json!({"output": output})).into_response())
 }
 
-/// `createImage`: 202 with the image's Location; the body `{"image_id"}` from 2.45.
-async fn create_image(
+/// The server an action with a versioned answer acts on, and the request's
+/// version and base URL.
+struct On {
     state: AppState,
     who: Who,
     id: String,
-    arg: &Value,
     mv: Microversion,
     base: String,
-) -> ApiResult<Response> {
+}
+
+/// `createImage`: 202 with the image's Location; from 2.45 the body
+/// `{"image_id"}` and no Location.
+async fn create_image(on: On, arg: &Value) -> ApiResult<Response> {
+    let On {
+        state,
+        who,
+        id,
+        mv,
+        base,
+    } = on;
     let Some(name) = arg.get("name").and_then(Value::as_str).map(str::to_string) else {
         return Err(ApiError::BadRequest(
             "Invalid input for field/attribute createImage. Value: 'name' is a required property"
@@ -175,18 +191,105 @@ async fn create_image(
     let metadata = super::parse::metadata(arg.get("metadata"))?;
     let compute = state.services.compute.clone();
     let image_id = blocking(move || compute.snapshot(&who, &id, &name, metadata)).await?;
-    let location = format!("{base}/image/v2/images/{image_id}");
-    let mut resp = if mv.at_least(45) {
-        (
+    if mv.at_least(45) {
+        return Ok((
             StatusCode::ACCEPTED,
             axum::Json(json!({"image_id": image_id})),
         )
-            .into_response()
-    } else {
-        StatusCode::ACCEPTED.into_response()
-    };
-    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+            .into_response());
+    }
+    let mut resp = StatusCode::ACCEPTED.into_response();
+    with_location(&mut resp, &format!("{base}/image/v2/images/{image_id}"));
+    Ok(resp)
+}
+
+fn with_location(resp: &mut Response, href: &str) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(href) {
         resp.headers_mut().insert(axum::http::header::LOCATION, v);
     }
+}
+
+/// `rebuild`: 202 with the server as Nova's rebuild view shows it (trimmed
+/// below 2.75, `key_name` from 2.54, `user_data` from 2.57), `adminPass`, and
+/// the server's Location. Description (2.19), hostname (2.90) and metadata are
+/// applied; a different key pair (2.54) or user data (2.57) is not built (501).
+async fn rebuild(on: On, arg: &Value) -> ApiResult<Response> {
+    let On {
+        state,
+        who,
+        id,
+        mv,
+        base,
+    } = on;
+    let Value::Object(o) = arg else {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid input for field/attribute rebuild. Value: {arg}. {arg} is not of type 'object'"
+        )));
+    };
+    let Some(image) = o.get("imageRef").and_then(Value::as_str) else {
+        return Err(ApiError::BadRequest(
+            "Invalid input for field/attribute rebuild. Value: 'imageRef' is a required property"
+                .into(),
+        ));
+    };
+    let extra = super::rules::rebuild(o, mv)?;
+    let current = state.services.compute.server(&who, &id)?;
+    let unbuilt = |what: &str| {
+        Err(ApiError::NotImplemented(format!(
+            "Changing the {what} of a server at rebuild is not implemented in kiln."
+        )))
+    };
+    if extra
+        .key_name
+        .as_ref()
+        .is_some_and(|k| *k != current.key_name)
+    {
+        return unbuilt("key pair");
+    }
+    if extra
+        .user_data
+        .as_ref()
+        .is_some_and(|u| *u != current.user_data)
+    {
+        return unbuilt("user data");
+    }
+    let verb = Verb::Rebuild {
+        image_ref: Some(image.rsplit('/').next().unwrap_or_default().to_string()),
+        name: extra.name.clone(),
+    };
+    let admin_pass = extra
+        .admin_pass
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    let compute = state.services.compute.clone();
+    let w2 = who.clone();
+    let id2 = id.clone();
+    let (s, calls) = blocking(move || {
+        let (_, calls) = compute.act(&w2, &id2, verb)?;
+        let (s, ()) = compute.modify_server(&w2, &id2, |s| {
+            if let Some(d) = extra.description {
+                s.description = d;
+            }
+            if let Some(h) = extra.hostname {
+                s.hostname = Some(h);
+            }
+            if let Some(m) = extra.metadata {
+                s.metadata = m;
+            }
+            Ok(())
+        })?;
+        Ok((s, calls))
+    })
+    .await?;
+    deliver_later(state.services.compute.clone(), state.nodes.clone(), calls);
+    let mut view = views::full(&base, &s, &who, mv, Call::Rebuild);
+    if let Value::Object(m) = &mut view {
+        m.insert("adminPass".into(), json!(admin_pass));
+        if mv.at_least(57) {
+            m.insert("user_data".into(), json!(s.user_data));
+        }
+    }
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(json!({"server": view}))).into_response();
+    with_location(&mut resp, &format!("{base}/compute/v2.1/servers/{}", s.id));
     Ok(resp)
 }

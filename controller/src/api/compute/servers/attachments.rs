@@ -16,7 +16,6 @@ use crate::app::AppState;
 use crate::compute::servers::attachments::AttachVolume;
 use crate::compute::servers::bdm::{Bdm, BdmReq, BdmSource};
 use crate::compute::servers::link::deliver_later;
-use crate::compute::servers::model::Server;
 use crate::compute::servers::query::check_tag;
 use crate::compute::Who;
 use crate::error::{ApiError, ApiResult};
@@ -57,21 +56,6 @@ pub fn view(server_id: &str, b: &Bdm, mv: Microversion, listing: bool) -> Value 
         m.insert("bdm_uuid".into(), json!(b.id));
     }
     Value::Object(m)
-}
-
-/// `os-extended-volumes:volumes_attached` of a server view: `id`, and
-/// `delete_on_termination` from 2.3.
-pub fn volumes_attached(s: &Server, mv: Microversion) -> Vec<Value> {
-    s.bdms
-        .iter()
-        .map(|b| {
-            if mv.at_least(3) {
-                json!({"id": b.volume_id, "delete_on_termination": b.delete_on_termination})
-            } else {
-                json!({"id": b.volume_id})
-            }
-        })
-        .collect()
 }
 
 fn query_int(q: &QueryParams, k: &str) -> ApiResult<Option<usize>> {

@@ -6,6 +6,7 @@ mod actions;
 pub mod attachments;
 pub mod interfaces;
 mod parse;
+mod rules;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -67,7 +68,8 @@ pub fn router() -> Router<AppState> {
         .merge(interfaces::router())
 }
 
-fn list_query(q: &QueryParams, who: &Who) -> ApiResult<ListQuery> {
+fn list_query(q: &QueryParams, who: &Who, mv: Microversion) -> ApiResult<ListQuery> {
+    let since = rules::list_filters(q.0.iter().map(|(k, v)| (k.as_str(), v.as_str())), mv)?;
     let list = |k: &str| -> Vec<String> {
         q.get(k)
             .map(|v| {
@@ -94,6 +96,13 @@ fn list_query(q: &QueryParams, who: &Who) -> ApiResult<ListQuery> {
         })?),
         None => None,
     };
+    if let (Some(a), Some(b)) = (changes_since, since.changes_before) {
+        if a > b {
+            return Err(ApiError::BadRequest(
+                "The value of changes-since must be less than or equal to changes-before.".into(),
+            ));
+        }
+    }
     let all_tenants = q.get("all_tenants").is_some_and(|v| {
         !matches!(
             v.to_ascii_lowercase().as_str(),
@@ -117,6 +126,8 @@ fn list_query(q: &QueryParams, who: &Who) -> ApiResult<ListQuery> {
             .get("flavor")
             .map(|i| i.rsplit('/').next().unwrap_or(i).to_string()),
         changes_since,
+        changes_before: since.changes_before,
+        locked: since.locked,
         all_tenants,
         project: admin_only("project_id").or_else(|| admin_only("tenant_id")),
         host: admin_only("host"),
@@ -162,7 +173,7 @@ async fn list_impl(
     mv: Microversion,
     full: bool,
 ) -> ApiResult<axum::Json<Value>> {
-    let lq = list_query(&q, &who)?;
+    let lq = list_query(&q, &who, mv)?;
     let compute = state.services.compute.clone();
     let (w2, lq2) = (who.clone(), lq.clone());
     let servers = blocking(move || compute.servers(&w2, &lq2)).await?;
@@ -252,7 +263,7 @@ async fn show(
     let who = Who::of(&caller);
     let s = state.services.compute.server(&who, &id)?;
     Ok(axum::Json(
-        json!({"server": views::detail(&base, &s, &who, mv)}),
+        json!({"server": views::full(&base, &s, &who, mv, views::Call::Show)}),
     ))
 }
 
@@ -271,6 +282,7 @@ async fn update(
     let mut description = None;
     let mut ipv4 = None;
     let mut ipv6 = None;
+    let mut hostname = None;
     for (k, v) in o {
         match (k.as_str(), v) {
             ("name", Value::String(n)) => name = Some(parse::name(n, "name")?),
@@ -280,6 +292,10 @@ async fn update(
             ("accessIPv4", Value::String(a)) => ipv4 = Some(a.clone()),
             ("accessIPv6", Value::String(a)) => ipv6 = Some(a.clone()),
             ("OS-DCF:diskConfig", _) => {}
+            ("hostname", Value::String(h)) if mv.at_least(90) => {
+                rules::hostname(h, mv)?;
+                hostname = Some(h.clone());
+            }
             _ => {
                 return Err(parse::bad(
                     "server",
@@ -306,12 +322,15 @@ async fn update(
             if let Some(a) = ipv6 {
                 s.access_ipv6 = a;
             }
+            if let Some(h) = hostname {
+                s.hostname = Some(h);
+            }
             Ok(())
         })
     })
     .await?;
     Ok(axum::Json(
-        json!({"server": views::detail(&base, &s, &who, mv)}),
+        json!({"server": views::full(&base, &s, &who, mv, views::Call::Update)}),
     ))
 }
 
@@ -603,14 +622,16 @@ async fn tag_remove(
 async fn actions_list(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    mv: Microversion,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let s = state.services.compute.server(&Who::of(&caller), &id)?;
+    let who = Who::of(&caller);
+    let s = state.services.compute.server(&who, &id)?;
     let list: Vec<Value> = s
         .actions
         .iter()
         .rev()
-        .map(|a| views::action(&s, a, false))
+        .map(|a| views::action(&s, a, false, &who, mv))
         .collect();
     Ok(axum::Json(json!({"instanceActions": list})))
 }
@@ -618,9 +639,11 @@ async fn actions_list(
 async fn action_show(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    mv: Microversion,
     Path((id, req)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Value>> {
-    let s = state.services.compute.server(&Who::of(&caller), &id)?;
+    let who = Who::of(&caller);
+    let s = state.services.compute.server(&who, &id)?;
     let a = s
         .actions
         .iter()
@@ -631,6 +654,6 @@ async fn action_show(
             ))
         })?;
     Ok(axum::Json(
-        json!({"instanceAction": views::action(&s, a, true)}),
+        json!({"instanceAction": views::action(&s, a, true, &who, mv)}),
     ))
 }

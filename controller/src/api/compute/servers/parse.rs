@@ -97,7 +97,8 @@ fn networks(v: Option<&Value>, mv: Microversion) -> ApiResult<Networks> {
                     return Err(bad("networks", &format!("{n}. {n} is not of type 'object'")));
                 };
                 for k in o.keys() {
-                    if !matches!(k.as_str(), "uuid" | "port" | "fixed_ip" | "tag") {
+                    let tag_ok = k == "tag" && super::rules::device_tags(mv);
+                    if !matches!(k.as_str(), "uuid" | "port" | "fixed_ip") && !tag_ok {
                         return Err(bad("networks", &format!("Additional properties are not allowed ('{k}' was unexpected)")));
                     }
                 }
@@ -161,8 +162,9 @@ pub fn create(body: &Map<String, Value>, mv: Microversion) -> ApiResult<(CreateR
     let Some(Value::Object(o)) = body.get("server") else {
         return Err(bad("server", "'server' is a required property"));
     };
+    super::rules::create(o, mv)?;
     for k in o.keys() {
-        let ok = CREATE_KEYS_21.contains(&k.as_str())
+        let ok = (CREATE_KEYS_21.contains(&k.as_str()) && !(k == "personality" && mv.at_least(57)))
             || (k == "description" && mv.at_least(19))
             || (k == "tags" && mv.at_least(52))
             || (k == "trusted_image_certificates" && mv.at_least(63))
@@ -310,6 +312,11 @@ pub fn create(body: &Map<String, Value>, mv: Microversion) -> ApiResult<(CreateR
         access_ipv6: string(o, "accessIPv6")?.unwrap_or_default(),
         group,
         volumes,
+        hostname: if mv.at_least(90) {
+            string(o, "hostname")?
+        } else {
+            None
+        },
     };
     Ok((req, return_reservation_id))
 }
