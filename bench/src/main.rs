@@ -6,6 +6,7 @@ mod auth;
 mod blk;
 mod boot;
 mod cloud;
+mod e2e;
 mod http;
 mod net;
 mod report;
@@ -35,6 +36,8 @@ enum Cmd {
     Blk(blk::BlkArgs),
     /// Spawn → "kiln-firmware: booted" for kiln-vmm (and QEMU microvm with --vs qemu); VMM memory overhead; P guests at once.
     Boot(boot::BootArgs),
+    /// Real guests end to end: POST /servers → ACTIVE (firmware booted) and delete → gone with the kvm driver, 50 sequential + 20 concurrent.
+    E2e(e2e::E2eArgs),
     /// virtio-net UDP guest→host and host→guest at 64 and 1400 bytes through a TAP, vs QEMU microvm (--vs qemu).
     Net(net::NetArgs),
     /// Security groups: iperf3 with and without 1,000 ports' rules; port update and reconcile times vs `nft -f`.
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Auth(a) => auth::run(a),
         Cmd::Blk(a) => blk::run(a),
         Cmd::Boot(a) => boot::run(a),
+        Cmd::E2e(a) => e2e::run(a),
         Cmd::Net(a) => net::run(a),
         Cmd::Sg(a) => sg::run(a),
     }

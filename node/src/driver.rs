@@ -1,12 +1,13 @@
 //! The `Driver` trait: what a node agent needs from whatever runs guests — the
-//! simulated driver ([`crate::sim`]) today, the KVM runtime (issue 8) next. The
-//! agent owns the state machine and the protocol; a driver only does the work
-//! and reports success or failure.
+//! simulated driver ([`crate::sim`]) and the KVM runtime ([`crate::kvm`]). The
+//! agent owns the state machine and the protocol; a driver does the work,
+//! reports success or failure, and tells the agent through [`DriverEvent`]s
+//! when a guest changed state on its own (it powered off, its VMM died).
 
 use std::future::Future;
 use std::pin::Pin;
 
-use kiln_controller::protocol::{Action, Spawn};
+use kiln_controller::protocol::{Action, PowerState, Spawn, VmState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -20,6 +21,20 @@ pub enum DriverError {
 
 pub type DriverResult<T> = Result<T, DriverError>;
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = DriverResult<T>> + Send + 'a>>;
+
+/// A guest changed state without being asked (a clean power-off, a crash, a
+/// dead VMM): the agent records it and reports it to the controller at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriverEvent {
+    pub server_id: String,
+    pub vm_state: VmState,
+    pub power_state: PowerState,
+    /// Why, when it is a failure (the controller records a fault).
+    pub fault: Option<String>,
+}
+
+/// Where a driver sends its [`DriverEvent`]s (usable from any thread).
+pub type EventSender = tokio::sync::mpsc::UnboundedSender<DriverEvent>;
 
 /// A node's size as it registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +58,14 @@ pub trait Driver: Send + Sync + 'static {
     /// The last `lines` lines of the console log (all without a limit).
     fn console(&self, id: &str, lines: Option<u64>) -> DriverResult<String>;
     /// Takes a server back after an agent restart, in the given power state,
-    /// without rebuilding it.
-    fn adopt(&self, spec: &Spawn, running: bool) -> DriverResult<()>;
+    /// without rebuilding it (a guest still running is kept as it is; one
+    /// that should run and does not is started again).
+    fn adopt<'a>(&'a self, spec: &'a Spawn, running: bool) -> DriverFuture<'a, ()>;
+    /// Where to send unsolicited state changes (drivers without any ignore it).
+    fn subscribe(&self, _events: EventSender) {}
+    /// After a resync: removes every local server not in `keep` (leftovers
+    /// of servers the controller no longer places here).
+    fn retain<'a>(&'a self, _keep: &'a [String]) -> DriverFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -1,7 +1,8 @@
-//! Starting node agents: `kiln-node serve` runs N simulated nodes against a
-//! controller (ids and host names `sim-0..N-1`, ONE listener for all of them,
-//! the node id in the path), and `kiln-node up` uses the same to run one node in
-//! the all-in-one process.
+//! Starting node agents: `kiln-node serve` runs N nodes against a controller
+//! (ids and host names `PREFIX-0..N-1`, ONE listener for all of them, the node
+//! id in the path), and `kiln-node up` uses the same to run one node in the
+//! all-in-one process. The driver is `kvm` (real guests) when /dev/kvm is
+//! usable and one node runs, else `sim`; `--driver` overrides.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,9 @@ use tokio::net::TcpListener;
 
 use crate::agent::api::{router, NodeApi};
 use crate::agent::{Agent, NodeIdentity};
-use crate::driver::Capacity;
+use crate::driver::{Capacity, Driver};
+use crate::kvm::images::ImageSource;
+use crate::kvm::{host, KvmDriver, KvmOptions, DEFAULT_IMAGE_CACHE_BYTES};
 use crate::sim::{SimDelays, SimDriver};
 
 /// Which driver runs the guests.
@@ -25,16 +28,45 @@ use crate::sim::{SimDelays, SimDriver};
 pub enum DriverKind {
     /// Simulated guests (no VMs; realistic delays).
     Sim,
-    /// Real KVM guests (issue 8; not built yet).
+    /// Real KVM guests, one kiln-vmm process each.
     Kvm,
+}
+
+/// The driver to use: the one asked for, else `kvm` when /dev/kvm is usable
+/// and this process runs one node, else `sim` (with one warning line when
+/// /dev/kvm is the reason).
+pub fn choose_driver(asked: Option<DriverKind>, count: usize) -> anyhow::Result<DriverKind> {
+    match asked {
+        Some(DriverKind::Kvm) if count != 1 => {
+            anyhow::bail!("the kvm driver runs one node per process (--count 1)")
+        }
+        Some(DriverKind::Kvm) if !host::kvm_usable() => {
+            anyhow::bail!("the kvm driver needs a usable /dev/kvm (use --driver sim)")
+        }
+        Some(k) => Ok(k),
+        None if count != 1 => Ok(DriverKind::Sim),
+        None if host::kvm_usable() => Ok(DriverKind::Kvm),
+        None => {
+            eprintln!("kiln: warning: /dev/kvm is not usable here; falling back to the simulated driver (no real guests)");
+            Ok(DriverKind::Sim)
+        }
+    }
 }
 
 /// Options shared by `serve` and `up` for the nodes this process runs.
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
-    /// The guest driver.
-    #[arg(long, value_enum, default_value = "sim")]
-    pub driver: DriverKind,
+    /// The guest driver (default: kvm when /dev/kvm is usable and one node
+    /// runs, else sim).
+    #[arg(long, value_enum)]
+    pub driver: Option<DriverKind>,
+    /// kiln-vmm for the kvm driver (default: next to this executable).
+    #[arg(long)]
+    pub vmm_path: Option<PathBuf>,
+    /// The kvm driver's image cache bound in GiB (unused images are evicted
+    /// beyond it, least recently used first).
+    #[arg(long)]
+    pub image_cache_gb: Option<u64>,
     /// Simulated operation time in ms (spawn; other actions a third). Default:
     /// spawn 300 ms, actions 100 ms. 0 for benchmarks.
     #[arg(long)]
@@ -73,6 +105,9 @@ pub struct ServeArgs {
     /// Node id / host name prefix.
     #[arg(long, default_value = "sim")]
     pub prefix: String,
+    /// The kvm driver's data directory (instances/ and images/).
+    #[arg(long, env = "KILN_NODE_DIR", default_value = "/var/lib/kiln-node")]
+    pub node_dir: PathBuf,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -81,6 +116,7 @@ pub struct ServeArgs {
 pub struct Nodes {
     pub agents: Vec<Arc<Agent>>,
     pub addr: SocketAddr,
+    pub driver: DriverKind,
 }
 
 /// Where and how many nodes to start.
@@ -94,6 +130,8 @@ pub struct Start<'a> {
     pub args: &'a NodeArgs,
     /// Where the simulated driver creates sparse volume files.
     pub volume_dir: Option<PathBuf>,
+    /// The kvm driver's data directory.
+    pub node_dir: PathBuf,
 }
 
 /// Binds the node listener, starts `count` agents, registers each (waiting for
@@ -108,10 +146,9 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
         count,
         args,
         volume_dir,
+        node_dir,
     } = s;
-    if args.driver == DriverKind::Kvm {
-        anyhow::bail!("the kvm driver is not built yet (issue 8); use --driver sim");
-    }
+    let kind = choose_driver(args.driver, count)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -132,7 +169,28 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
     let mut map = HashMap::new();
     for i in 0..count {
         let node_id = format!("{prefix}-{i}");
-        let driver = Arc::new(SimDriver::new(&node_id, cap, delays, volume_dir.clone()));
+        let driver: Arc<dyn Driver> = match kind {
+            DriverKind::Sim => Arc::new(SimDriver::new(&node_id, cap, delays, volume_dir.clone())),
+            DriverKind::Kvm => Arc::new(
+                KvmDriver::new(KvmOptions {
+                    data_dir: node_dir.clone(),
+                    vmm_path: args.vmm_path.clone(),
+                    images: Some(ImageSource {
+                        controller: controller.to_string(),
+                        node_id: node_id.clone(),
+                        secret: secret.to_string(),
+                    }),
+                    image_cache_bytes: args
+                        .image_cache_gb
+                        .map(|g| g << 30)
+                        .unwrap_or(DEFAULT_IMAGE_CACHE_BYTES),
+                    plumbing: None,
+                })
+                .with_context(|| {
+                    format!("cannot start the kvm driver in {}", node_dir.display())
+                })?,
+            ),
+        };
         let agent = Agent::new(
             NodeIdentity {
                 node_id: node_id.clone(),
@@ -144,6 +202,7 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
             secret,
             driver,
         );
+        agent.watch_driver();
         map.insert(node_id, agent.clone());
         agents.push(agent);
     }
@@ -161,7 +220,11 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
         let every = Duration::from_secs(r.heartbeat_secs.clamp(1, HEARTBEAT_SECS * 6));
         tokio::spawn(a.clone().heartbeat_loop(every));
     }
-    Ok(Nodes { agents, addr })
+    Ok(Nodes {
+        agents,
+        addr,
+        driver: kind,
+    })
 }
 
 /// `kiln-node serve`: runs until SIGINT/SIGTERM.
@@ -188,12 +251,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         count: args.count,
         args: &args.node,
         volume_dir: None,
+        node_dir: args.node_dir.clone(),
     })
     .await?;
     println!(
         "kiln: {} {:?} node(s) registered with {}, serving on {}",
         nodes.agents.len(),
-        args.node.driver,
+        nodes.driver,
         args.controller,
         nodes.addr
     );

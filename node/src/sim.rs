@@ -279,7 +279,13 @@ impl Driver for SimDriver {
         })
     }
 
-    fn adopt(&self, spec: &Spawn, running: bool) -> DriverResult<()> {
+    fn adopt<'a>(&'a self, spec: &'a Spawn, running: bool) -> DriverFuture<'a, ()> {
+        Box::pin(async move { self.adopt_now(spec, running) })
+    }
+}
+
+impl SimDriver {
+    fn adopt_now(&self, spec: &Spawn, running: bool) -> DriverResult<()> {
         let mut vm = SimVm::of(spec, vec!["kiln-sim: adopted after a node restart".into()]);
         if running {
             let ips: Vec<String> = spec.ports.iter().flat_map(|p| p.ips.clone()).collect();

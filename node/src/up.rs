@@ -31,7 +31,7 @@ pub struct UpArgs {
     /// Base URL the catalog and client files advertise (default: http://<bound address>).
     #[arg(long)]
     pub public_url: Option<String>,
-    /// This host's node: driver (`sim` by default until the kvm driver lands) and sizes.
+    /// This host's node: driver (`kvm` when /dev/kvm is usable, else `sim`) and sizes.
     #[command(flatten)]
     pub node: crate::serve::NodeArgs,
 }
@@ -80,6 +80,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let controller = format!("http://{}", loopback(server.local_addr));
     let secret = kiln_controller::protocol::load_or_create_secret(&server.data_dir)?;
     let volume_dir = server.data_dir.join("sim-volumes");
+    let node_dir = server.data_dir.join("node");
     let auth_url = server.auth_url();
     let listen_host = loopback(server.local_addr).ip();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -95,6 +96,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         count: 1,
         args: &args.node,
         volume_dir: Some(volume_dir),
+        node_dir,
     })
     .await?;
     println!(
@@ -105,7 +107,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .map(|a| a.id.node_id.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        args.node.driver
+        nodes.driver
     );
     ready(&auth_url);
     tokio::select! {

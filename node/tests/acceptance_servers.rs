@@ -6,32 +6,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use support::{Cloud, ScratchDir};
 
 fn status(cloud: &Cloud, server: &str) -> String {
-    cloud
-        .admin(&["server", "show", server, "-c", "status", "-f", "value"])
-        .ok()
-        .trim()
-        .to_string()
+    cloud.status(server)
 }
 
-/// Polls until the server shows `want` (the CLI has no --wait for every action).
 fn wait_for(cloud: &Cloud, server: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = status(cloud, server);
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{server} stuck in {now}, wanted {want}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cloud.wait_for(server, want)
 }
 
 #[test]

@@ -14,6 +14,12 @@
 //! - `DELETE {url}/servers/{id}` → 202
 //! - `GET {url}/servers/{id}/console?lines=N` → [`ConsoleOutput`]
 //!
+//! Node → controller, image data for a node's image cache:
+//! - `GET /compute/kiln/v1/nodes/{node}/images/{id}/file` → the bytes, with
+//!   [`IMAGE_HEADER_DISK_FORMAT`], [`IMAGE_HEADER_HASH_ALGO`],
+//!   [`IMAGE_HEADER_HASH_VALUE`] and [`IMAGE_HEADER_CHECKSUM`] (md5) to verify
+//!   them by.
+//!
 //! Every request carries `Authorization: Bearer <secret>`; the secret lives in
 //! `DATA_DIR/node-secret` (mode 0600), generated on first use.
 
@@ -31,6 +37,12 @@ pub const VERSION: u32 = 1;
 pub const CONTROLLER_PREFIX: &str = "/compute/kiln/v1/nodes";
 /// Where a node agent serves its API (the node id follows).
 pub const NODE_PREFIX: &str = "/kiln-node/v1";
+/// Headers of the node image download: the image's disk format, Glance's
+/// `os_hash_algo`/`os_hash_value` and its md5 `checksum`.
+pub const IMAGE_HEADER_DISK_FORMAT: &str = "x-kiln-disk-format";
+pub const IMAGE_HEADER_HASH_ALGO: &str = "x-kiln-os-hash-algo";
+pub const IMAGE_HEADER_HASH_VALUE: &str = "x-kiln-os-hash-value";
+pub const IMAGE_HEADER_CHECKSUM: &str = "x-kiln-checksum";
 
 /// A node introduces itself (also after a controller restart or a 404 heartbeat).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use kiln_controller::protocol::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::driver::Driver;
+use crate::driver::{Driver, DriverEvent};
 
 /// Who this node is and where it listens.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub struct Vm {
     pub power_state: PowerState,
     /// An operation is running (a second one waits for the controller to retry).
     pub busy: bool,
+    /// A driver event that arrived while busy: applied after the operation.
+    pub pending: Option<DriverEvent>,
 }
 
 pub struct Agent {
@@ -59,6 +61,9 @@ pub struct Agent {
     vms: Mutex<HashMap<String, Vm>>,
     http: ureq::Agent,
     boot: Mutex<Option<String>>,
+    /// The driver's unsolicited state changes, until [`Agent::watch_driver`]
+    /// takes them.
+    events: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<DriverEvent>>>,
 }
 
 /// The state a successful action leaves the server in.
@@ -108,6 +113,8 @@ impl Agent {
             .http_status_as_error(false)
             .build()
             .into();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        driver.subscribe(tx);
         Arc::new(Agent {
             id,
             controller: controller.trim_end_matches('/').to_string(),
@@ -116,7 +123,40 @@ impl Agent {
             vms: Mutex::new(HashMap::new()),
             http,
             boot: Mutex::new(None),
+            events: Mutex::new(Some(rx)),
         })
+    }
+
+    /// Reports the driver's unsolicited state changes (a guest powered off, a
+    /// VMM died) as they come, until the driver goes away. Call once.
+    pub fn watch_driver(self: &Arc<Self>) {
+        let rx = self.events.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut rx) = rx else { return };
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let Some(agent) = agent.upgrade() else { return };
+                agent.on_event(ev).await;
+            }
+        });
+    }
+
+    async fn on_event(&self, ev: DriverEvent) {
+        let report = {
+            let mut vms = self.vms();
+            let Some(vm) = vms.get_mut(&ev.server_id) else {
+                return;
+            };
+            if vm.busy {
+                vm.pending = Some(ev);
+                return;
+            }
+            tracing::warn!(server = %ev.server_id, state = ?ev.vm_state, fault = ?ev.fault, "guest changed state on its own");
+            vm.vm_state = ev.vm_state;
+            vm.power_state = ev.power_state;
+            self.report_of(&ev.server_id, vm, None, ev.fault)
+        };
+        self.report(report).await;
     }
 
     fn vms(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vm>> {
@@ -274,24 +314,37 @@ impl Agent {
             .await?;
         for a in reply.adopt {
             let running = a.power_state == PowerState::Running;
-            if let Err(e) = self.driver.adopt(&a.spawn, running) {
-                tracing::warn!(server = %a.spawn.server_id, error = %e, "cannot adopt");
-                continue;
-            }
+            let adopted = self.driver.adopt(&a.spawn, running).await;
             let id = a.spawn.server_id.clone();
-            let vm = Vm {
+            let mut vm = Vm {
                 spec: a.spawn,
                 vm_state: a.vm_state,
                 power_state: a.power_state,
                 busy: false,
+                pending: None,
             };
-            let report = self.report_of(&id, &vm, Some("spawn"), None);
+            let fault = match adopted {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(server = %id, error = %e, "cannot adopt");
+                    vm.vm_state = VmState::Error;
+                    vm.power_state = PowerState::NoState;
+                    Some(format!(
+                        "cannot take the server back after a node restart: {e}"
+                    ))
+                }
+            };
+            let report = self.report_of(&id, &vm, Some("spawn"), fault);
             self.vms().insert(id, vm);
             self.report(report).await;
         }
         for id in reply.forget {
             let _ = self.driver.delete(&id).await;
             self.vms().remove(&id);
+        }
+        let keep: Vec<String> = self.vms().keys().cloned().collect();
+        if let Err(e) = self.driver.retain(&keep).await {
+            tracing::warn!(node = %self.id.node_id, error = %e, "cannot remove leftovers");
         }
         Ok(())
     }
@@ -314,11 +367,12 @@ impl Agent {
                     vm_state: VmState::Building,
                     power_state: PowerState::NoState,
                     busy: true,
+                    pending: None,
                 },
             );
         }
         let result = self.driver.spawn(&spec).await;
-        let report = {
+        let (report, late) = {
             let mut vms = self.vms();
             match result {
                 Ok(()) => {
@@ -326,18 +380,27 @@ impl Agent {
                     vm.vm_state = VmState::Active;
                     vm.power_state = PowerState::Running;
                     vm.busy = false;
-                    self.report_of(&id, vm, Some("spawn"), None)
+                    (
+                        self.report_of(&id, vm, Some("spawn"), None),
+                        vm.pending.take(),
+                    )
                 }
                 Err(e) => {
                     let Some(mut vm) = vms.remove(&id) else {
                         return;
                     };
                     vm.vm_state = VmState::Error;
-                    self.report_of(&id, &vm, Some("spawn"), Some(e.to_string()))
+                    (
+                        self.report_of(&id, &vm, Some("spawn"), Some(e.to_string())),
+                        None,
+                    )
                 }
             }
         };
         self.report(report).await;
+        if let Some(ev) = late {
+            self.on_event(ev).await;
+        }
     }
 
     /// Runs an action and reports the state it leaves.
@@ -353,11 +416,12 @@ impl Agent {
         } else {
             self.driver.act(&id, &action).await
         };
-        let report = {
+        let (report, late) = {
             let mut vms = self.vms();
             let Some(vm) = vms.get_mut(&id) else { return };
             vm.busy = false;
-            match result {
+            let late = vm.pending.take();
+            let report = match result {
                 Ok(()) => {
                     let (v, p) = after(&action, before.0, before.1);
                     vm.vm_state = v;
@@ -369,9 +433,13 @@ impl Agent {
                     r
                 }
                 Err(e) => self.report_of(&id, vm, Some(action.name()), Some(e.to_string())),
-            }
+            };
+            (report, late)
         };
         self.report(report).await;
+        if let Some(ev) = late {
+            self.on_event(ev).await;
+        }
     }
 
     /// Destroys a server and reports it gone.

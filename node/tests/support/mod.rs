@@ -102,13 +102,20 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Start `kiln-node up` on a free loopback port with its data in `data_dir`.
+    /// Start `kiln-node up` on a free loopback port with its data in `data_dir`,
+    /// with the simulated driver unless `extra` names a `--driver`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Cloud {
+        let driver: &[&str] = if extra.contains(&"--driver") {
+            &[]
+        } else {
+            &["--driver", "sim"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-node"))
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            .args(driver)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -177,6 +184,31 @@ impl Cloud {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+    }
+
+    /// A server's status as `openstack server show` prints it.
+    pub fn status(&self, server: &str) -> String {
+        self.admin(&["server", "show", server, "-c", "status", "-f", "value"])
+            .ok()
+            .trim()
+            .to_string()
+    }
+
+    /// Polls until the server shows `want` (the CLI has no --wait for every
+    /// action); fails after 60 s.
+    pub fn wait_for(&self, server: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.status(server);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{server} stuck in {now}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -384,4 +416,54 @@ pub fn header(head: &str, name: &str) -> Option<String> {
             .eq_ignore_ascii_case(name)
             .then(|| v.trim().to_string())
     })
+}
+
+/// Pids of the processes whose command line mentions `dir`.
+pub fn pids_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut pids = vec![];
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(c) = fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&c).contains(&needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Whether `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false)
+}
+
+/// On drop, SIGKILLs every process started under a test's directory (a
+/// failed assertion must not leave a kiln-vmm running).
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in pids_under(&self.0) {
+            // SAFETY: kill(2) on a process the test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Whether /dev/kvm opens read-write (tests needing it skip, saying why).
+pub fn kvm_usable() -> bool {
+    let ok = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        eprintln!("skipping: /dev/kvm is not usable here");
+    }
+    ok
 }

@@ -9,6 +9,7 @@ mod flavors;
 mod hypervisors;
 mod keypairs;
 mod misc;
+mod node_images;
 pub mod nodes;
 mod server_groups;
 pub mod servers;

@@ -32,9 +32,10 @@ pub fn router() -> Router<AppState> {
             &format!("{CONTROLLER_PREFIX}/{{node}}/resync"),
             post(resync),
         )
+        .merge(super::node_images::router())
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+pub(super) fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     if bearer_matches(headers, state.nodes.secret()) {
         Ok(())
     } else {

@@ -1,0 +1,165 @@
+//! What a server boots as: the kiln-vmm configuration (`vmm.json`) built from
+//! the spawn spec — the boot source chosen from the image's properties, vCPUs
+//! and RAM from the flavor, the root disk and volumes as virtio-blk, the
+//! plugged ports as virtio-net.
+
+use std::path::{Path, PathBuf};
+
+use kiln_controller::protocol::{ImageSpec, Spawn};
+use serde_json::{json, Value};
+
+use super::process::{CONSOLE_FILE, SOCKET_FILE};
+use crate::plumbing::Plugged;
+
+/// The firmware command line when the image sets no `os_command_line`.
+pub const DEFAULT_FIRMWARE_CMDLINE: &str = "kiln.mode=idle";
+/// The root disk's file in the instance directory.
+pub const ROOT_DISK: &str = "root.raw";
+/// Root disk size when the flavor says 0 GiB (a firmware's scratch disk).
+pub const MIN_ROOT_BYTES: u64 = 1 << 30;
+/// CPUID features hidden from Linux guests (the set vmm/README.md boots
+/// Linux with: KVM's emulator of this host's ring 0 cannot run them).
+const LINUX_CPUID_MASK: &[&str] = &[
+    "cx16", "xsave", "osxsave", "avx", "avx2", "xsaveopt", "xsavec", "xsaves",
+];
+/// How long a graceful stop waits before kiln-vmm stops the guest hard.
+pub const SHUTDOWN_TIMEOUT_MS: u64 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("the server has no image (boot from volume is not supported by the kvm driver yet)")]
+    NoImage,
+    #[error("image {0} is neither a kiln firmware (property kiln_firmware=true) nor a Linux image with kernel_id; kiln cannot boot disk images with their own boot loader yet")]
+    Unbootable(String),
+}
+
+/// How an image boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// The image is a kiln firmware ELF; the root disk starts empty.
+    Firmware { cmdline: String },
+    /// Direct kernel boot; the image is the root disk.
+    Linux {
+        kernel_id: String,
+        ramdisk_id: Option<String>,
+        cmdline: String,
+    },
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    matches!(
+        v.map(|s| s.to_ascii_lowercase()).as_deref(),
+        Some("true" | "yes" | "1")
+    )
+}
+
+/// How `image` boots, from its properties.
+pub fn boot_of(image: &ImageSpec) -> Result<Boot, GuestError> {
+    let p = &image.properties;
+    let cmdline = p.get("os_command_line").cloned();
+    if truthy(p.get("kiln_firmware")) {
+        return Ok(Boot::Firmware {
+            cmdline: cmdline.unwrap_or_else(|| DEFAULT_FIRMWARE_CMDLINE.to_string()),
+        });
+    }
+    if let Some(k) = p.get("kernel_id") {
+        return Ok(Boot::Linux {
+            kernel_id: k.clone(),
+            ramdisk_id: p.get("ramdisk_id").cloned(),
+            cmdline: cmdline.unwrap_or_else(|| "console=ttyS0 root=/dev/vda rw".to_string()),
+        });
+    }
+    Err(GuestError::Unbootable(image.id.clone()))
+}
+
+/// Files the boot source needs, resolved from the image cache.
+pub struct BootFiles {
+    /// The firmware ELF or the kernel.
+    pub image: PathBuf,
+    pub initrd: Option<PathBuf>,
+}
+
+/// The kiln-vmm configuration for `spec` in instance directory `dir`.
+pub fn vmm_config(
+    spec: &Spawn,
+    dir: &Path,
+    boot: &Boot,
+    files: &BootFiles,
+    nics: &[Plugged],
+) -> Value {
+    let mut disks = vec![json!({"path": dir.join(ROOT_DISK), "id": "root"})];
+    for v in &spec.volumes {
+        if let Some(path) = &v.path {
+            disks.push(json!({"path": path, "id": volume_disk_id(&v.volume_id)}));
+        }
+    }
+    let nics: Vec<Value> = nics
+        .iter()
+        .map(|p| json!({"tap": p.ifname, "mac": p.mac}))
+        .collect();
+    let mut cfg = json!({
+        "vcpus": spec.flavor.vcpus.max(1),
+        "memory_mib": spec.flavor.ram_mb.max(16),
+        "disks": disks,
+        "nics": nics,
+        "console": {"log": dir.join(CONSOLE_FILE)},
+        "control_socket": SOCKET_FILE,
+        "shutdown_timeout_ms": SHUTDOWN_TIMEOUT_MS,
+    });
+    match boot {
+        Boot::Firmware { cmdline } => {
+            cfg["firmware"] = json!({"path": files.image, "cmdline": cmdline});
+        }
+        Boot::Linux { cmdline, .. } => {
+            cfg["kernel"] =
+                json!({"path": files.image, "initrd": files.initrd, "cmdline": cmdline});
+            cfg["cpuid_mask"] = json!(LINUX_CPUID_MASK);
+        }
+    }
+    cfg
+}
+
+/// A volume's virtio-blk id (GET_ID allows 20 bytes: the first 20 of the id).
+pub fn volume_disk_id(volume_id: &str) -> String {
+    volume_id.chars().take(20).collect()
+}
+
+/// Bytes of the root disk for a flavor's `disk_gb`.
+pub fn root_bytes(disk_gb: u64) -> u64 {
+    (disk_gb << 30).max(MIN_ROOT_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_choose_their_boot() {
+        let mut img = ImageSpec {
+            id: "i".into(),
+            properties: Default::default(),
+        };
+        assert!(boot_of(&img).is_err());
+        img.properties.insert("kiln_firmware".into(), "True".into());
+        assert_eq!(
+            boot_of(&img).ok(),
+            Some(Boot::Firmware {
+                cmdline: DEFAULT_FIRMWARE_CMDLINE.into()
+            })
+        );
+        img.properties.clear();
+        img.properties.insert("kernel_id".into(), "k".into());
+        img.properties
+            .insert("os_command_line".into(), "console=ttyS0".into());
+        assert_eq!(
+            boot_of(&img).ok(),
+            Some(Boot::Linux {
+                kernel_id: "k".into(),
+                ramdisk_id: None,
+                cmdline: "console=ttyS0".into()
+            })
+        );
+        assert_eq!(root_bytes(0), MIN_ROOT_BYTES);
+        assert_eq!(root_bytes(2), 2 << 30);
+    }
+}
