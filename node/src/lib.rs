@@ -6,9 +6,11 @@
 //! - [`agent`]: the node agent (registration, heartbeats, the node API, state
 //!   reports, resync) over a [`driver::Driver`]; [`sim`] is the simulated driver.
 //! - [`plumbing`]: what a driver asks of the host network for a guest's ports.
+//! - [`net`]: the host network side ([`net::NodeNet`], a [`plumbing::Plumbing`]).
 
 pub mod agent;
 pub mod driver;
+pub mod net;
 pub mod plumbing;
 pub mod serve;
 pub mod sim;

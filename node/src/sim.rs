@@ -253,6 +253,7 @@ mod tests {
             user_data: None,
             key: None,
             metadata,
+            instance: Default::default(),
         }
     }
 

@@ -9,6 +9,7 @@ mod flavors;
 mod hypervisors;
 mod keypairs;
 mod misc;
+mod node_network;
 pub mod nodes;
 mod server_groups;
 pub mod servers;
@@ -62,6 +63,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(versions::router())
         .merge(nodes::router())
+        .merge(node_network::router())
         .merge(versioned)
         .route(
             "/compute/{*rest}",
