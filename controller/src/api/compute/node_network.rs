@@ -11,13 +11,14 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::nodes::authenticate;
 use crate::api::extract::{Json, Path};
 use crate::app::AppState;
 use crate::compute::tables::NODES;
 use crate::error::{ApiError, ApiResult};
 use crate::network::error::NetError;
 use crate::network::node_view::{self, NODE_TUNNELS};
-use crate::protocol::{bearer_matches, CONTROLLER_PREFIX};
+use crate::protocol::CONTROLLER_PREFIX;
 use crate::services::blocking;
 use crate::store::Store;
 
@@ -35,16 +36,6 @@ pub fn router() -> Router<AppState> {
             &format!("{CONTROLLER_PREFIX}/{{node}}/networks/{{net}}/dhcp-port"),
             put(dhcp_port).delete(release_dhcp_port),
         )
-}
-
-fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
-    if bearer_matches(headers, state.nodes.secret()) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized(
-            "The node secret is missing or wrong.".into(),
-        ))
-    }
 }
 
 fn api_error(e: NetError) -> ApiError {

@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     if bearer_matches(headers, state.nodes.secret()) {
         Ok(())
     } else {
