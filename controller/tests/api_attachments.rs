@@ -90,6 +90,7 @@ async fn setup() -> (Cloud, String) {
         driver: "sim".into(),
         protocol: VERSION,
         url: format!("{url}/kiln-node/v1/n1"),
+        tunnel_ip: None,
     };
     let st = node_post(
         &cloud,

@@ -92,6 +92,10 @@ pub struct Model {
     pub networks: BTreeMap<String, Network>,
     pub ports: BTreeMap<String, Port>,
     pub security_groups: BTreeMap<String, SecurityGroup>,
+    /// Addresses (or prefixes) of remote-group members that are not ports of
+    /// this model, e.g. ports on other hosts, by group id. They join the
+    /// group's remote-group sets next to the addresses of the model's ports.
+    pub remote_members: BTreeMap<String, Vec<String>>,
 }
 
 impl Model {

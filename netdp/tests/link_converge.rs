@@ -21,6 +21,7 @@ fn port(id: &str, queues: u16, flags: PortFlags) -> PortLinks {
         queues,
         owner: None,
         flags,
+        adopt_existing: false,
     }
 }
 

@@ -7,10 +7,12 @@
 //!   reports, resync) over a [`driver::Driver`]; [`sim`] is the simulated driver,
 //!   [`kvm`] runs real guests in kiln-vmm processes.
 //! - [`plumbing`]: what a driver asks of the host network for a guest's ports.
+//! - [`net`]: the host network side ([`net::NodeNet`], a [`plumbing::Plumbing`]).
 
 pub mod agent;
 pub mod driver;
 pub mod kvm;
+pub mod net;
 pub mod plumbing;
 pub mod serve;
 pub mod sim;

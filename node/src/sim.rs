@@ -331,6 +331,7 @@ mod tests {
             user_data: None,
             key: None,
             metadata,
+            instance: Default::default(),
         }
     }
 

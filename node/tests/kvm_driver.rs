@@ -98,6 +98,7 @@ fn spec(id: &str, image: &str, cmdline: Option<&str>) -> Spawn {
         user_data: None,
         key: None,
         metadata: BTreeMap::new(),
+        instance: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod desired;
 pub mod error;
 pub mod ipam;
 pub mod model;
+pub mod node_view;
 pub mod ops;
 pub mod ports;
 pub mod quota;

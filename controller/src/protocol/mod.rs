@@ -7,6 +7,11 @@
 //! - `POST /compute/kiln/v1/nodes/{node}/heartbeat` [`Heartbeat`] → [`Registered`]
 //! - `POST /compute/kiln/v1/nodes/{node}/servers/{id}/state` [`StateReport`] → 204
 //! - `POST /compute/kiln/v1/nodes/{node}/resync` [`Resync`] → [`ResyncReply`]
+//! - `GET /compute/kiln/v1/nodes/{node}/network` → the host's desired network
+//!   state (see `network::node_view`)
+//! - `PUT /compute/kiln/v1/nodes/{node}/ports/{id}/status` `{"status": ..}` → 204
+//! - `PUT|DELETE /compute/kiln/v1/nodes/{node}/networks/{net}/dhcp-port` →
+//!   the node's DHCP port on a network (created on demand) / 204
 //!
 //! Controller → node (under the URL the node registered, `.../kiln-node/v1/{node}`):
 //! - `POST {url}/servers` [`Spawn`] → 202
@@ -60,6 +65,10 @@ pub struct Register {
     pub protocol: u32,
     /// The node's API base, e.g. `http://10.0.0.5:7000/kiln-node/v1/sim-0`.
     pub url: String,
+    /// Where other nodes reach this node's VXLAN endpoint (default: the host
+    /// of `url`).
+    #[serde(default)]
+    pub tunnel_ip: Option<String>,
 }
 
 /// The controller's answer to a registration or a heartbeat.
@@ -250,6 +259,30 @@ pub struct Spawn {
     pub key: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// What the metadata service tells the guest about itself.
+    #[serde(default)]
+    pub instance: InstanceMeta,
+}
+
+/// A server's identity as the metadata service serves it (Nova's
+/// `meta_data.json` fields that are not elsewhere in [`Spawn`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceMeta {
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub availability_zone: String,
+    /// The guest's host name (Nova's sanitised display name).
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub launch_index: u32,
+    /// The key pair's name, when one was given.
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Microseconds since the epoch.
+    #[serde(default)]
+    pub created: i64,
 }
 
 /// A lifecycle action on an existing server.
@@ -334,6 +367,7 @@ mod tests {
             user_data: Some("aGk=".into()),
             key: None,
             metadata: BTreeMap::new(),
+            instance: InstanceMeta::default(),
         }
     }
 

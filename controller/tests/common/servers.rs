@@ -44,6 +44,7 @@ pub async fn register(cloud: &Cloud, id: &str, ram_mb: u64, url: &str) {
         driver: "sim".into(),
         protocol: VERSION,
         url: format!("{url}/kiln-node/v1/{id}"),
+        tunnel_ip: None,
     };
     let secret = cloud.state.nodes.secret().to_string();
     let s = node_call(

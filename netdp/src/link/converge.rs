@@ -60,6 +60,10 @@ pub struct PortLinks {
     pub owner: Option<u32>,
     /// Bridge-port flags.
     pub flags: PortFlags,
+    /// Keep an existing link of this name whatever its kind (e.g. a veth a
+    /// test plugged in as the port) instead of replacing it with a TAP; a TAP
+    /// is still created when no link has the name.
+    pub adopt_existing: bool,
 }
 
 impl PortLinks {
@@ -253,7 +257,7 @@ async fn converge_network(
     // Guest ports.
     for port in &net.ports {
         if let Some(cur) = links.get(&port.tap).await? {
-            if !tap_matches(&cur.kind, port) {
+            if !port.adopt_existing && !tap_matches(&cur.kind, port) {
                 links.delete(&port.tap).await?;
                 changes.push(Change::Replace(port.tap.clone()));
             }
@@ -429,6 +433,7 @@ mod tests {
                 queues: 1,
                 owner: None,
                 flags: PortFlags::default(),
+                adopt_existing: false,
             }],
         }
     }

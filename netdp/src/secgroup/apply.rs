@@ -173,6 +173,36 @@ impl SecurityGroups {
         })
     }
 
+    /// Remove kiln's tables altogether (nothing left to enforce in this
+    /// namespace), in one batch; the next [`SecurityGroups::reconcile`]
+    /// builds them again.
+    pub fn remove(&mut self) -> Result<Applied, ApplyError> {
+        let mut batch = Batch::new();
+        for family in [NFPROTO_BRIDGE, NFPROTO_INET] {
+            if self
+                .sock
+                .list_tables(family)?
+                .iter()
+                .any(|t| t.name == TABLE)
+            {
+                batch.del_table(family, TABLE);
+            }
+        }
+        let messages = batch.len();
+        if messages > 0 {
+            self.sock.send_batch(&batch)?;
+        }
+        self.bridge = Table::absent(NFPROTO_BRIDGE, TABLE);
+        self.inet = Table::absent(NFPROTO_INET, TABLE);
+        self.ports.clear();
+        self.marks.clear();
+        self.used.clear();
+        Ok(Applied {
+            messages,
+            conntrack_deleted: 0,
+        })
+    }
+
     /// Read kiln's tables from the kernel and converge them to `model`:
     /// missing parts are added, leftovers of deleted ports and networks removed.
     /// Port marks already in the kernel are kept. A second run sends nothing.

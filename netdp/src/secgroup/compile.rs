@@ -400,6 +400,13 @@ pub fn group_sets(
             }
         }
     }
+    for a in model.remote_members.get(gid).into_iter().flatten() {
+        let pre = parse_prefix(a).map_err(|source| CompileError::Address {
+            port: format!("remote member of group {gid}"),
+            source,
+        })?;
+        ranges.push(pre.range());
+    }
     let merged = merge(ranges);
     let mut sets = [group_set_def(gid, false), group_set_def(gid, true)];
     for r in merged {
@@ -666,6 +673,23 @@ mod tests {
             });
         }
         m
+    }
+
+    #[test]
+    fn remote_members_join_the_group_sets() {
+        let mut m = model();
+        m.remote_members
+            .insert("g".into(), vec!["10.9.0.7".into(), "2001:db8::7".into()]);
+        let [_, v4, v6] = group_sets(&m, "g", &|_| None).unwrap();
+        let has = |s: &Set, b: Vec<u8>| s.elems.values().any(|e| e.key == b);
+        assert!(has(&v4, vec![10, 9, 0, 7]));
+        assert!(has(&v4, vec![10, 0, 0, 1]));
+        let mut six = vec![0x20, 0x01, 0x0d, 0xb8];
+        six.extend([0; 11]);
+        six.push(7);
+        assert!(has(&v6, six));
+        m.remote_members.insert("g".into(), vec!["bogus".into()]);
+        assert!(group_sets(&m, "g", &|_| None).is_err());
     }
 
     #[test]

@@ -217,6 +217,7 @@ impl Agent {
             driver: self.driver.name().to_string(),
             protocol: VERSION,
             url: self.id.url.clone(),
+            tunnel_ip: None,
         };
         let r: Registered = self.call(CONTROLLER_PREFIX.to_string(), reg).await?;
         Ok(r)

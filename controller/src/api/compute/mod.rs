@@ -10,6 +10,7 @@ mod hypervisors;
 mod keypairs;
 mod misc;
 mod node_images;
+mod node_network;
 pub mod nodes;
 mod server_groups;
 pub mod servers;
@@ -63,6 +64,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(versions::router())
         .merge(nodes::router())
+        .merge(node_network::router())
         .merge(versioned)
         .route(
             "/compute/{*rest}",

@@ -35,7 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(super::node_images::router())
 }
 
-pub(super) fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     if bearer_matches(headers, state.nodes.secret()) {
         Ok(())
     } else {

@@ -515,6 +515,13 @@ impl Compute {
         })?;
         let mut w = self.store.write()?;
         NODE_URLS.put(&mut *w, &reg.node_id, &reg.url)?;
+        let tunnel = reg
+            .tunnel_ip
+            .clone()
+            .or_else(|| crate::network::node_view::url_host(&reg.url));
+        if let Some(t) = tunnel {
+            crate::network::node_view::NODE_TUNNELS.put(&mut *w, &reg.node_id, &t)?;
+        }
         w.commit()?;
         Ok(())
     }

@@ -95,7 +95,35 @@ pub fn spawn_of(r: &dyn ReadTxn, s: &Server) -> ApiResult<Spawn> {
         user_data: s.user_data.clone(),
         key: s.key_data.clone(),
         metadata: s.metadata.clone(),
+        instance: crate::protocol::InstanceMeta {
+            project_id: s.project_id.clone(),
+            availability_zone: s.az.clone().unwrap_or_default(),
+            hostname: hostname_of(&s.name),
+            launch_index: s.launch_index,
+            key_name: s.key_name.clone(),
+            created: s.created_at,
+        },
     })
+}
+
+/// Nova's host name for a display name: lower case, runs of anything but
+/// letters, digits and `-` become one `-`, trimmed, at most 63 characters.
+pub fn hostname_of(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let t: String = out.trim_matches('-').chars().take(63).collect();
+    let t = t.trim_end_matches('-').to_string();
+    if t.is_empty() {
+        "server".into()
+    } else {
+        t
+    }
 }
 
 impl Compute {
