@@ -21,6 +21,7 @@ use crate::agent::{Agent, NodeIdentity};
 use crate::driver::{Capacity, Driver};
 use crate::kvm::images::ImageSource;
 use crate::kvm::{host, KvmDriver, KvmOptions, DEFAULT_IMAGE_CACHE_BYTES};
+use crate::net::{NetConfig, NodeNet};
 use crate::sim::{SimDelays, SimDriver};
 
 /// Which driver runs the guests.
@@ -83,6 +84,10 @@ pub struct NodeArgs {
     /// Availability zone of the nodes.
     #[arg(long, default_value = "nova")]
     pub az: String,
+    /// This host's VXLAN endpoint address (kvm driver); without it tenant
+    /// networks stay local to the host.
+    #[arg(long)]
+    pub tunnel_ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,7 +189,7 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
                         .image_cache_gb
                         .map(|g| g << 30)
                         .unwrap_or(DEFAULT_IMAGE_CACHE_BYTES),
-                    plumbing: None,
+                    plumbing: host_network(controller, &node_id, secret, args).await,
                 })
                 .with_context(|| {
                     format!("cannot start the kvm driver in {}", node_dir.display())
@@ -225,6 +230,34 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
         addr,
         driver: kind,
     })
+}
+
+/// The node's network side for the kvm driver: netdp driven by the
+/// controller's desired state. When this host cannot do it (netdp's kernel
+/// probe says what is missing), the node still runs servers without ports and
+/// says why once.
+async fn host_network(
+    controller: &str,
+    node_id: &str,
+    secret: &str,
+    args: &NodeArgs,
+) -> Option<Arc<dyn crate::plumbing::Plumbing>> {
+    let cfg = NetConfig {
+        controller: controller.to_string(),
+        node_id: node_id.to_string(),
+        secret: secret.to_string(),
+        tunnel_ip: args.tunnel_ip,
+        period: crate::net::DEFAULT_PERIOD,
+        netns: None,
+        probe: true,
+    };
+    match NodeNet::start(cfg).await {
+        Ok(net) => Some(Arc::new(net)),
+        Err(e) => {
+            eprintln!("kiln: node {node_id} runs without host networking: {e}");
+            None
+        }
+    }
 }
 
 /// `kiln-node serve`: runs until SIGINT/SIGTERM.

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_controller::protocol::{Action, FlavorSpec, ImageSpec, PowerState, Spawn, VmState};
+use kiln_controller::protocol::{
+    Action, FlavorSpec, ImageSpec, PowerState, Spawn, VmState, VolumeSpec,
+};
 use kiln_node::driver::{Driver, DriverEvent};
 use kiln_node::kvm::{KvmDriver, KvmOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -109,6 +111,19 @@ async fn next_event(rx: &mut UnboundedReceiver<DriverEvent>) -> DriverEvent {
         .expect("the driver is alive")
 }
 
+/// Waits (up to 30 s) until the server's console shows `text`.
+fn wait_console(d: &KvmDriver, id: &str, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !d.console(id, None).unwrap().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} on the console:\n{}",
+            d.console(id, None).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn boots(d: &KvmDriver, id: &str) -> usize {
     d.console(id, None)
         .unwrap()
@@ -172,17 +187,41 @@ async fn lifecycle_actions_and_delete() {
         2 << 30
     );
     assert_eq!(boots(&d, "s1"), 5);
+    // A volume into the running guest (a hot-plug slot), then out again; the
+    // firmware (serve mode) checks the new disk and keeps its data.
+    let vol = dir.path().join("vol-1.raw");
+    std::fs::write(&vol, vec![0x5au8; 4 << 20]).unwrap();
+    let volume = VolumeSpec {
+        volume_id: "vol-1".into(),
+        device: "/dev/vdb".into(),
+        size_gb: 1,
+        path: Some(vol.display().to_string()),
+    };
+    let before = d.pid("s1");
+    // Once serve looks at its NIC it has taken stock of its disks: a volume
+    // attached later is a hot-plug, not a disk present at boot.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !d.console("s1", Some(1)).unwrap().contains("virtio-net") {
+        assert!(std::time::Instant::now() < deadline, "serve never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.act("s1", &Action::AttachVolume { volume }).await.unwrap();
+    wait_console(&d, "s1", "blk-check ok 1048576");
+    assert!(d.console("s1", None).unwrap().contains("attached 4194304"));
+    d.act(
+        "s1",
+        &Action::DetachVolume {
+            volume_id: "vol-1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    wait_console(&d, "s1", "detached");
     assert!(
-        d.act(
-            "s1",
-            &Action::DetachVolume {
-                volume_id: "v".into()
-            }
-        )
-        .await
-        .is_err(),
-        "no hot-plug yet"
+        std::fs::read(&vol).unwrap().iter().all(|b| *b == 0x5a),
+        "the volume's data survived the guest's check"
     );
+    assert_eq!(d.pid("s1"), before, "hot-plug keeps the process");
     assert_eq!(d.console("s1", Some(1)).unwrap().lines().count(), 1);
 
     let last = d.pid("s1").unwrap();

@@ -12,7 +12,13 @@ use super::process::{CONSOLE_FILE, SOCKET_FILE};
 use crate::plumbing::Plugged;
 
 /// The firmware command line when the image sets no `os_command_line`.
-pub const DEFAULT_FIRMWARE_CMDLINE: &str = "kiln.mode=idle";
+pub const DEFAULT_FIRMWARE_CMDLINE: &str = "kiln.mode=serve";
+
+/// Empty disk slots every guest gets for volumes attached while it runs
+/// (kiln-vmm fills one with `swap-disk`).
+pub const HOTPLUG_SLOTS: usize = 4;
+/// The id prefix of those slots (`hp0`, `hp1`, ...).
+const HOTPLUG_PREFIX: &str = "hp";
 /// The root disk's file in the instance directory.
 pub const ROOT_DISK: &str = "root.raw";
 /// Root disk size when the flavor says 0 GiB (a firmware's scratch disk).
@@ -93,6 +99,9 @@ pub fn vmm_config(
             disks.push(json!({"path": path, "id": volume_disk_id(&v.volume_id)}));
         }
     }
+    for i in 0..HOTPLUG_SLOTS {
+        disks.push(json!({"path": null, "id": format!("{HOTPLUG_PREFIX}{i}")}));
+    }
     let nics: Vec<Value> = nics
         .iter()
         .map(|p| json!({"tap": p.ifname, "mac": p.mac}))
@@ -122,6 +131,32 @@ pub fn vmm_config(
 /// A volume's virtio-blk id (GET_ID allows 20 bytes: the first 20 of the id).
 pub fn volume_disk_id(volume_id: &str) -> String {
     volume_id.chars().take(20).collect()
+}
+
+/// The disks a VMM's `state` answer lists (`[{id, path, bytes, read_only}]`).
+fn state_disks(state: &Value) -> impl Iterator<Item = &Value> {
+    state["disks"].as_array().into_iter().flatten()
+}
+
+/// The id of the first empty hot-plug slot in a VMM's `state` answer.
+pub fn free_hotplug_slot(state: &Value) -> Option<String> {
+    state_disks(state)
+        .filter(|d| d["path"].is_null())
+        .filter_map(|d| d["id"].as_str())
+        .find(|id| id.starts_with(HOTPLUG_PREFIX))
+        .map(str::to_string)
+}
+
+/// The slot holding a volume: the one with its disk id (attached at boot) or
+/// its backing file (hot-plugged).
+pub fn slot_holding(state: &Value, volume_id: &str, path: Option<&str>) -> Option<String> {
+    let id = volume_disk_id(volume_id);
+    state_disks(state)
+        .find(|d| {
+            d["id"].as_str() == Some(id.as_str()) || (path.is_some() && d["path"].as_str() == path)
+        })
+        .and_then(|d| d["id"].as_str())
+        .map(str::to_string)
 }
 
 /// Bytes of the root disk for a flavor's `disk_gb`.

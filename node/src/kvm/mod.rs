@@ -21,8 +21,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_controller::protocol::{Action, FlavorSpec, ImageSpec, PowerState, Spawn, VmState};
-use serde_json::json;
+use kiln_controller::protocol::{
+    Action, FlavorSpec, ImageSpec, PowerState, Spawn, VmState, VolumeSpec,
+};
+use serde_json::{json, Value};
 
 use self::guest::{boot_of, root_bytes, Boot, BootFiles, ROOT_DISK, SHUTDOWN_TIMEOUT_MS};
 use self::images::{ImageCache, ImageSource};
@@ -379,15 +381,58 @@ impl KvmDriver {
     }
 
     async fn control(inst: &Instance, action: &str) -> DriverResult<()> {
+        Self::ask(inst, json!({ "action": action })).await.map(drop)
+    }
+
+    /// One control-socket request to a running guest's VMM.
+    async fn ask(inst: &Instance, req: Value) -> DriverResult<Value> {
         if !inst.running() {
+            let action = req["action"].as_str().unwrap_or("?").to_string();
             return Err(failed(format!("cannot {action}: the guest is not running")));
         }
         let dir = inst.dir.clone();
-        let req = json!({ "action": action });
         tokio::task::spawn_blocking(move || process::control(&dir, &req))
             .await
             .map_err(failed)?
-            .map_err(failed)?;
+            .map_err(failed)
+    }
+
+    /// Puts a volume into a running guest: the first empty hot-plug slot gets
+    /// the volume's file (kiln-vmm's `swap-disk`, a config-change interrupt).
+    async fn hot_attach(inst: &Instance, volume: &VolumeSpec) -> DriverResult<()> {
+        let path = volume
+            .path
+            .as_deref()
+            .ok_or_else(|| failed("the volume has no backing file on this node"))?;
+        let state = Self::ask(inst, json!({"action": "state"})).await?;
+        let slot = guest::free_hotplug_slot(&state).ok_or_else(|| {
+            failed(format!(
+                "no free hot-plug disk slot left ({} per server)",
+                guest::HOTPLUG_SLOTS
+            ))
+        })?;
+        Self::ask(
+            inst,
+            json!({"action": "swap-disk", "id": slot, "path": path}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a volume out of a running guest: the slot holding its file is
+    /// emptied (kiln-vmm's `detach-disk`).
+    async fn hot_detach(inst: &Instance, volume_id: &str) -> DriverResult<()> {
+        let path = inst
+            .spec
+            .volumes
+            .iter()
+            .find(|v| v.volume_id == volume_id)
+            .and_then(|v| v.path.clone());
+        let state = Self::ask(inst, json!({"action": "state"})).await?;
+        let Some(slot) = guest::slot_holding(&state, volume_id, path.as_deref()) else {
+            return Ok(());
+        };
+        Self::ask(inst, json!({"action": "detach-disk", "id": slot})).await?;
         Ok(())
     }
 
@@ -453,9 +498,7 @@ impl KvmDriver {
             }
             Action::AttachVolume { volume } => {
                 if running {
-                    return Err(failed(
-                        "attaching a volume to a running guest needs kiln-vmm hot-plug slots, which are not available yet: stop the server first",
-                    ));
+                    Self::hot_attach(inst, volume).await?;
                 }
                 inst.spec
                     .volumes
@@ -465,9 +508,7 @@ impl KvmDriver {
             }
             Action::DetachVolume { volume_id } => {
                 if running {
-                    return Err(failed(
-                        "detaching a volume from a running guest needs kiln-vmm hot-plug slots, which are not available yet: stop the server first",
-                    ));
+                    Self::hot_detach(inst, volume_id).await?;
                 }
                 inst.spec.volumes.retain(|v| &v.volume_id != volume_id);
                 Ok(())
