@@ -43,20 +43,7 @@ fn volumes_and_ports_on_servers() {
     let cloud = Cloud::start(&dir.0, &["--driver", "sim", "--sim-delay-ms", "30"]);
     let raw = dir.0.join("fw.raw");
     std::fs::write(&raw, vec![7u8; 64 * 1024]).unwrap();
-    let raw = raw.to_str().unwrap().to_string();
-    cloud
-        .admin(&[
-            "image",
-            "create",
-            "--file",
-            &raw,
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "fw",
-        ])
-        .ok();
+    cloud.upload_image(&raw, "fw", &[]);
     for (net, cidr) in [("net1", "10.9.0.0/24"), ("net2", "10.10.0.0/24")] {
         cloud.admin(&["network", "create", net]).ok();
         let sub = format!("{net}-sub");

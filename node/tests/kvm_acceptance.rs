@@ -38,21 +38,7 @@ fn a_real_guest_through_its_life() {
     let dir = ScratchDir::new("kvm-acc");
     let _reaper = Reaper(dir.0.clone());
     let mut cloud = Cloud::start(&dir.0, &["--driver", "kvm"]);
-    cloud
-        .admin(&[
-            "image",
-            "create",
-            "--file",
-            firmware.to_str().unwrap(),
-            "--property",
-            "kiln_firmware=true",
-            "--disk-format",
-            "raw",
-            "--container-format",
-            "bare",
-            "fw",
-        ])
-        .ok();
+    cloud.upload_image(&firmware, "fw", &["kiln_firmware=true"]);
     // No network exists, so the server gets no ports (the net side lands later).
     let created = cloud
         .admin(&[

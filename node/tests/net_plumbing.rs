@@ -13,7 +13,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -23,52 +23,17 @@ use kiln_netdp::netns;
 use kiln_node::net::{dhcpns, NetConfig, NodeNet};
 use kiln_node::plumbing::Plumbing;
 use serde_json::Value;
-use support::{Cloud, ScratchDir};
+use support::{in_ns, missing_root_or_tools, must, must_in, Cloud, ScratchDir};
 
 const NODE: &str = "sim-0";
 
 fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (network namespaces, nf_tables)".into());
-    }
-    for (tool, arg, apt) in [
+    missing_root_or_tools(&[
         ("ip", "-V", "iproute2"),
         ("ping", "-V", "iputils-ping"),
         ("busybox", "true", "busybox-static"),
         ("nft", "-v", "nftables"),
-    ] {
-        if Command::new(tool).arg(arg).output().is_err() {
-            return Some(format!("needs `{tool}` (apt: {apt})"));
-        }
-    }
-    None
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn must(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Output {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    run(&v)
-}
-
-fn must_in(ns: &str, args: &[&str]) -> String {
-    let mut v = vec!["ip", "netns", "exec", ns];
-    v.extend_from_slice(args);
-    must(&v)
+    ])
 }
 
 /// Namespaces deleted on drop, even when the test fails (deleting the host

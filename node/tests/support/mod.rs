@@ -198,15 +198,28 @@ impl Cloud {
     /// Polls until the server shows `want` (the CLI has no --wait for every
     /// action); fails after 60 s.
     pub fn wait_for(&self, server: &str, want: &str) {
+        self.wait_status(&["server", "show", server], want);
+    }
+
+    /// Polls until the volume shows `want`; fails after 60 s.
+    pub fn wait_for_volume(&self, volume: &str, want: &str) {
+        self.wait_status(&["volume", "show", volume], want);
+    }
+
+    /// Polls `openstack SHOW... -c status` until it answers `want`.
+    fn wait_status(&self, show: &[&str], want: &str) {
+        let what = show.last().copied().unwrap_or("?");
+        let mut args = show.to_vec();
+        args.extend(["-c", "status", "-f", "value"]);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let now = self.status(server);
+            let now = self.admin(&args).ok().trim().to_string();
             if now == want {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{server} stuck in {now}, wanted {want}"
+                "{what} stuck in {now}, wanted {want}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -466,4 +479,64 @@ pub fn kvm_usable() -> bool {
         eprintln!("skipping: /dev/kvm is not usable here");
     }
     ok
+}
+
+/// Run a command; its output whatever the status.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+/// Run a command that must succeed; its standard output.
+pub fn must(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run a command inside network namespace `ns`.
+pub fn in_ns(ns: &str, args: &[&str]) -> Output {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    run(&v)
+}
+
+/// Run a command that must succeed inside network namespace `ns`.
+pub fn must_in(ns: &str, args: &[&str]) -> String {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    must(&v)
+}
+
+/// Why a test that needs root and these tools (`(tool, version flag, apt
+/// package)`) cannot run here, if it cannot.
+pub fn missing_root_or_tools(tools: &[(&str, &str, &str)]) -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, nf_tables)".into());
+    }
+    tools.iter().find_map(|(tool, arg, apt)| {
+        Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_err()
+            .then(|| format!("needs `{tool}` (apt: {apt})"))
+    })
+}
+
+impl Cloud {
+    /// Upload `file` to the image service as raw image `name` with the given
+    /// extra `--property` values.
+    pub fn upload_image(&self, file: &Path, name: &str, properties: &[&str]) {
+        let file = file.to_str().unwrap();
+        let mut args = vec!["image", "create", "--file", file];
+        for p in properties {
+            args.extend(["--property", p]);
+        }
+        args.extend(["--disk-format", "raw", "--container-format", "bare", name]);
+        self.admin(&args).ok();
+    }
 }

@@ -530,9 +530,13 @@ pub(crate) fn plug(
     host: &str,
 ) -> ApiResult<Vec<Vif>> {
     let mut vifs = Vec::new();
+    let mut group_ids = None;
     for plan in nets {
         let (port, net, owned) = match plan {
             NicPlan::New { net, fixed_ip } => {
+                if group_ids.is_none() {
+                    group_ids = Some(security_group_ids(w, &s.project_id, &s.security_groups)?);
+                }
                 let b = PortCreate {
                     network_id: net.id.clone(),
                     device_id: Some(s.id.clone()),
@@ -547,6 +551,7 @@ pub(crate) fn plug(
                         }]
                     }),
                     binding_host_id: Some(host.to_string()),
+                    security_groups: group_ids.clone(),
                     ..PortCreate::default()
                 };
                 let port = create_in(w, ctx, b, false).map_err(net_error)?;
@@ -576,6 +581,43 @@ pub(crate) fn plug(
         });
     }
     Ok(vifs)
+}
+
+/// The ids of a server's security groups as Nova takes them (a name in the
+/// server's project, or an id); `default` is created on first use. The ports
+/// Nova creates for the server get exactly these.
+fn security_group_ids(
+    w: &mut dyn WriteTxn,
+    project: &str,
+    wanted: &[String],
+) -> ApiResult<Vec<String>> {
+    let all = nettables::SECURITY_GROUPS.values(w.as_read())?;
+    let mut ids = Vec::new();
+    for want in wanted {
+        let mut found = all
+            .iter()
+            .filter(|g| g.project_id == project && (g.id == *want || g.name == *want));
+        let id = match (found.next(), found.next()) {
+            (Some(g), None) => g.id.clone(),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Conflict(format!(
+                    "Multiple security_group matches found for name '{want}', use an ID to be more specific."
+                )))
+            }
+            (None, _) if want == "default" => {
+                crate::network::secgroups::ensure_default(w, project).map_err(net_error)?
+            }
+            (None, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "Security group {want} not found for project {project}."
+                )))
+            }
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
