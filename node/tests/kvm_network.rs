@@ -222,14 +222,13 @@ fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
     });
 
     // A probe namespace plugged into the network as a Neutron port bound to
-    // this node: a veth whose host end carries the port's TAP name.
+    // this node: a veth whose host end carries the port's TAP name. The port
+    // is bound only once the veth exists, or the node would make a TAP first.
     let probe = admin(&[
         "port",
         "create",
         "--network",
         "tn",
-        "--host",
-        NODE,
         "--device-owner",
         "compute:probe",
         "-f",
@@ -267,6 +266,7 @@ fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
         "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
     ]);
     must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+    admin(&["port", "set", "--host", NODE, &probe_id]).ok();
 
     // ICMP allowed: the guest answers. TCP 22 allowed: SYN-ACK.
     wait_until("ping to the guest", 30, || ping(&ns, &vm_ip));
