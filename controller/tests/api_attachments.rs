@@ -11,39 +11,18 @@ mod common;
 use std::collections::BTreeMap;
 
 use axum::http::{Method, StatusCode};
+use common::servers::{self, fake_node, register};
 use common::Cloud;
 use kiln_controller::identity::compliance::Preset;
 use kiln_controller::image::model::Image;
 use kiln_controller::image::tables::IMAGES;
 use kiln_controller::microversion::{accept_through, Microversion};
-use kiln_controller::protocol::{PowerState, Register, StateReport, VmState, VERSION};
+use kiln_controller::protocol::VmState;
 use serde_json::{json, Value};
 
 const S: &str = "/compute/v2.1/servers";
 const V: &str = "/volume/v3/volumes";
 const IMAGE: &str = "7c1a3c1e-5f0a-4d8e-9c2b-0a1b2c3d4e60";
-
-async fn fake_node() -> String {
-    let app = axum::Router::new().fallback(|| async { StatusCode::ACCEPTED });
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-async fn node_post(cloud: &Cloud, path: &str, body: Value) -> StatusCode {
-    let auth = format!("Bearer {}", cloud.state.nodes.secret());
-    cloud
-        .raw(
-            Method::POST,
-            path,
-            None,
-            Some(body.to_string()),
-            &[("authorization", auth.as_str())],
-        )
-        .await
-        .0
-}
 
 async fn setup() -> (Cloud, String) {
     accept_through(Microversion::new(2, 89));
@@ -79,48 +58,15 @@ async fn setup() -> (Cloud, String) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, b"KILN!").unwrap();
     let url = fake_node().await;
-    let reg = Register {
-        node_id: "n1".into(),
-        host: "n1".into(),
-        vcpus: 64,
-        ram_mb: 1 << 20,
-        disk_gb: 1000,
-        az: "nova".into(),
-        capabilities: vec![],
-        driver: "sim".into(),
-        protocol: VERSION,
-        url: format!("{url}/kiln-node/v1/n1"),
-        tunnel_ip: None,
-    };
-    let st = node_post(
-        &cloud,
-        "/compute/kiln/v1/nodes",
-        serde_json::to_value(&reg).unwrap(),
-    )
-    .await;
-    assert_eq!(st, StatusCode::OK);
+    register(&cloud, "n1", 1 << 20, &url).await;
     let admin = cloud.admin().await;
     (cloud, admin)
 }
 
+/// The node's report that it concluded `concludes` on server `id` (node n1,
+/// the server running).
 async fn report(cloud: &Cloud, id: &str, fault: Option<&str>, concludes: &str) {
-    let r = StateReport {
-        server_id: id.into(),
-        vm_state: VmState::Active,
-        power_state: PowerState::Running,
-        task_state: None,
-        fault: fault.map(str::to_string),
-        concludes: Some(concludes.into()),
-        console_available: true,
-        at: 1,
-    };
-    let st = node_post(
-        cloud,
-        &format!("/compute/kiln/v1/nodes/n1/servers/{id}/state"),
-        serde_json::to_value(&r).unwrap(),
-    )
-    .await;
-    assert_eq!(st, StatusCode::NO_CONTENT);
+    servers::report(cloud, "n1", id, VmState::Active, fault, concludes).await;
 }
 
 /// A request at a compute microversion.
