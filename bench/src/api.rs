@@ -34,9 +34,8 @@ use serde_json::{json, Value};
 use crate::cloud::{sibling_binary, Cloud};
 use crate::http::Conn;
 use crate::report::Report;
+use crate::servers::{create_to_active, lift_quotas, upload_image, Target, COMPUTE};
 use crate::stats::summarize;
-
-const COMPUTE: &str = "/compute/v2.1";
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
@@ -79,15 +78,6 @@ impl Drop for Fleet {
             let _ = child.wait();
         }
     }
-}
-
-/// What the creates need: where to send them and what to ask for.
-#[derive(Clone)]
-struct Ctx {
-    addr: String,
-    token: String,
-    image: String,
-    flavor: String,
 }
 
 /// One create→ACTIVE: its latency, or why it failed.
@@ -142,25 +132,26 @@ async fn measure(args: &ApiArgs, cloud: &Cloud) -> anyhow::Result<Report> {
     let (token, project) = crate::auth::issue_token(&cloud.addr, cloud).await?;
     let mut admin = Conn::open(&cloud.addr, Some(&token)).await?;
     wait_for_fleet(&mut admin, args.sim_nodes).await?;
-    admin
-        .send(
-            Method::PUT,
-            &format!("{COMPUTE}/os-quota-sets/{project}"),
-            Some(&json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}})),
-        )
-        .await?
-        .expect(200, "lifting the project's quotas")?;
+    lift_quotas(&mut admin, &project).await?;
     let flavors = flavors(&mut admin).await?;
     let flavor = flavors
         .iter()
         .find(|(_, f)| f.name == args.flavor)
         .map(|(id, _)| id.clone())
         .ok_or_else(|| anyhow!("no flavor named {}", args.flavor))?;
-    let ctx = Ctx {
+    let image = upload_image(
+        &mut admin,
+        "bench-image",
+        json!({}),
+        Bytes::from(vec![0x6b; 4096]),
+    )
+    .await?;
+    let ctx = Target {
         addr: cloud.addr.clone(),
         token,
-        image: upload_image(&mut admin).await?,
+        image,
         flavor,
+        network: None,
     };
 
     // Warm-up: a few creates so connections, caches and the fleet are hot.
@@ -308,44 +299,21 @@ async fn flavors(admin: &mut Conn) -> anyhow::Result<BTreeMap<String, FlavorSize
     Ok(out)
 }
 
-/// A small raw image, uploaded through Glance.
-async fn upload_image(admin: &mut Conn) -> anyhow::Result<String> {
-    let a = admin
-        .send(
-            Method::POST,
-            "/image/v2/images",
-            Some(&json!({"name": "bench-image", "disk_format": "raw",
-                         "container_format": "bare"})),
-        )
-        .await?
-        .expect(201, "creating the image")?;
-    let id = a.body["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("image without id"))?
-        .to_string();
-    admin
-        .send_bytes(
-            Method::PUT,
-            &format!("/image/v2/images/{id}/file"),
-            Some(Bytes::from(vec![0x6b; 4096])),
-            "application/octet-stream",
-        )
-        .await?
-        .expect(204, "uploading the image")?;
-    Ok(id)
-}
-
 /// `total` creates over `clients` connections; each waits for ACTIVE.
-async fn create_many(ctx: &Ctx, clients: usize, total: usize) -> anyhow::Result<Vec<Outcome>> {
+async fn create_many(ctx: &Target, clients: usize, total: usize) -> anyhow::Result<Vec<Outcome>> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..clients.max(1).min(total.max(1)) {
         let (ctx, next) = (ctx.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&ctx.addr, Some(&ctx.token)).await?;
+            let mut conn = ctx.open().await?;
             let mut out = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < total {
-                out.push(create_to_active(&mut conn, &ctx).await?);
+                out.push(
+                    create_to_active(&mut conn, &ctx, "bench")
+                        .await?
+                        .map(|(_, ms)| ms),
+                );
             }
             anyhow::Ok(out)
         }));
@@ -355,46 +323,6 @@ async fn create_many(ctx: &Ctx, clients: usize, total: usize) -> anyhow::Result<
         all.extend(t.await??);
     }
     Ok(all)
-}
-
-/// `POST /servers`, then poll until ACTIVE (Ok(ms)) or ERROR / a bad answer (Err).
-async fn create_to_active(conn: &mut Conn, ctx: &Ctx) -> anyhow::Result<Outcome> {
-    let body = json!({"server": {"name": "bench", "imageRef": ctx.image,
-                                 "flavorRef": ctx.flavor}});
-    let t0 = Instant::now();
-    let a = conn
-        .send(Method::POST, &format!("{COMPUTE}/servers"), Some(&body))
-        .await?;
-    if a.status != 202 {
-        return Ok(Err(format!("create answered {}: {}", a.status, a.body)));
-    }
-    let Some(id) = a.body["server"]["id"].as_str().map(str::to_string) else {
-        return Ok(Err(format!("create answered without an id: {}", a.body)));
-    };
-    let mut wait = Duration::from_millis(1);
-    loop {
-        let a = conn
-            .send(Method::GET, &format!("{COMPUTE}/servers/{id}"), None)
-            .await?;
-        if a.status != 200 {
-            return Ok(Err(format!("show answered {}: {}", a.status, a.body)));
-        }
-        match a.body["server"]["status"].as_str() {
-            Some("ACTIVE") => return Ok(Ok(t0.elapsed().as_secs_f64() * 1000.0)),
-            Some("ERROR") => {
-                return Ok(Err(format!(
-                    "server {id} went to ERROR: {}",
-                    a.body["server"]["fault"]
-                )))
-            }
-            _ => {}
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            return Ok(Err(format!("server {id} not ACTIVE after 60 s")));
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait.mul_f64(1.5)).min(Duration::from_millis(10));
-    }
 }
 
 /// `GET /servers/detail?limit=1000`, `runs` times.

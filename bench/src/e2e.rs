@@ -1,27 +1,26 @@
 //! `kiln-bench e2e`: real guests end to end. Starts `kiln-node up --driver kvm`
 //! on a scratch dir and a free port, uploads the firmware (`kiln_firmware=true`)
-//! through Glance, then through the real HTTP API: `POST /servers` (no
-//! network exists, so no ports) → polled until ACTIVE, which the kvm driver reports only
+//! through Glance, then through the real HTTP API: `POST /servers` (without
+//! ports, or with `--ports` each with a port on one tenant network) → polled until ACTIVE, which the kvm driver reports only
 //! once the guest printed `kiln-firmware: booted` — `sequential` creates one
 //! at a time, then `concurrent` creates at once; every server is deleted and
 //! polled until gone (404).
 //!
 //! Polling: 1 ms, then ×1.5 per poll up to 10 ms (as in `kiln-bench api`).
 
-use std::time::{Duration, Instant};
-
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use clap::Args;
 use hyper::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::cloud::{sibling_binary, Cloud};
 use crate::http::Conn;
 use crate::report::Report;
+use crate::servers::{
+    create_to_active, delete_to_gone, lift_quotas, upload_image, Target, COMPUTE,
+};
 use crate::stats::summarize;
-
-const COMPUTE: &str = "/compute/v2.1";
 
 #[derive(Args, Debug)]
 pub struct E2eArgs {
@@ -34,17 +33,13 @@ pub struct E2eArgs {
     /// Flavor of every server.
     #[arg(long, default_value = "m1.tiny")]
     pub flavor: String,
+    /// Give every server a port on a tenant network (a TAP on its bridge,
+    /// security groups in nf_tables, a DHCP lease), as a real server has.
+    #[arg(long)]
+    pub ports: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Clone)]
-struct Ctx {
-    addr: String,
-    token: String,
-    image: String,
-    flavor: String,
 }
 
 pub fn run(args: E2eArgs) -> anyhow::Result<()> {
@@ -63,21 +58,10 @@ pub fn run(args: E2eArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn open(ctx: &Ctx) -> anyhow::Result<Conn> {
-    Conn::open(&ctx.addr, Some(&ctx.token)).await
-}
-
 async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Result<Report> {
     let (token, project) = crate::auth::issue_token(&cloud.addr, cloud).await?;
     let mut admin = Conn::open(&cloud.addr, Some(&token)).await?;
-    admin
-        .send(
-            Method::PUT,
-            &format!("{COMPUTE}/os-quota-sets/{project}"),
-            Some(&json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}})),
-        )
-        .await?
-        .expect(200, "lifting the project's quotas")?;
+    lift_quotas(&mut admin, &project).await?;
     let a = admin
         .send(Method::GET, &format!("{COMPUTE}/flavors"), None)
         .await?
@@ -90,38 +74,28 @@ async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Resu
         .and_then(|f| f["id"].as_str())
         .ok_or_else(|| anyhow!("no flavor named {}", args.flavor))?
         .to_string();
-    let a = admin
-        .send(
-            Method::POST,
-            "/image/v2/images",
-            Some(&json!({"name": "kiln-firmware", "disk_format": "raw",
-                         "container_format": "bare", "kiln_firmware": "true"})),
-        )
-        .await?
-        .expect(201, "creating the firmware image")?;
-    let image = a.body["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("image without id"))?
-        .to_string();
-    admin
-        .send_bytes(
-            Method::PUT,
-            &format!("/image/v2/images/{image}/file"),
-            Some(Bytes::copy_from_slice(firmware)),
-            "application/octet-stream",
-        )
-        .await?
-        .expect(204, "uploading the firmware")?;
-    let ctx = Ctx {
+    let image = upload_image(
+        &mut admin,
+        "kiln-firmware",
+        json!({"kiln_firmware": "true"}),
+        Bytes::copy_from_slice(firmware),
+    )
+    .await?;
+    let network = match args.ports {
+        true => Some(tenant_network(&mut admin).await?),
+        false => None,
+    };
+    let ctx = Target {
         addr: cloud.addr.clone(),
         token,
         image,
         flavor,
+        network,
     };
 
     // Warm-up: the node fetches the image into its cache on the first create.
-    let mut conn = open(&ctx).await?;
-    let warm = create_to_active(&mut conn, &ctx).await?;
+    let mut conn = ctx.open().await?;
+    let warm = create_to_active(&mut conn, &ctx, "e2e").await?;
     let (id, _) = warm.map_err(|e| anyhow!("warm-up create failed: {e}"))?;
     delete_to_gone(&mut conn, &id)
         .await?
@@ -131,7 +105,7 @@ async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Resu
     let mut delete = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     for _ in 0..args.sequential {
-        match create_to_active(&mut conn, &ctx).await? {
+        match create_to_active(&mut conn, &ctx, "e2e").await? {
             Ok((id, ms)) => {
                 create.push(ms);
                 match delete_to_gone(&mut conn, &id).await? {
@@ -148,8 +122,8 @@ async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Resu
     for _ in 0..args.concurrent {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = open(&ctx).await?;
-            create_to_active(&mut c, &ctx).await
+            let mut c = ctx.open().await?;
+            create_to_active(&mut c, &ctx, "e2e").await
         }));
     }
     let mut conc_create = Vec::new();
@@ -167,7 +141,7 @@ async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Resu
     for id in ids {
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut c = open(&ctx).await?;
+            let mut c = ctx.open().await?;
             delete_to_gone(&mut c, &id).await
         }));
     }
@@ -205,7 +179,7 @@ async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Resu
     }
     report.result(
         "setup",
-        json!({"driver": "kvm", "guest": "kiln-firmware (kiln_firmware=true, default command line)",
+        json!({"driver": "kvm", "ports": args.ports, "guest": "kiln-firmware (kiln_firmware=true, default command line)",
                "flavor": args.flavor, "sequential": args.sequential,
                "concurrent": args.concurrent, "active_means": "kiln-firmware: booted seen by the node",
                "poll": "1 ms, x1.5 per poll, at most 10 ms"}),
@@ -217,83 +191,33 @@ async fn measure(args: &E2eArgs, cloud: &Cloud, firmware: &[u8]) -> anyhow::Resu
     Ok(report)
 }
 
+/// A tenant network with a /16 subnet (room for every server of the run);
+/// returns the network's id.
+async fn tenant_network(admin: &mut Conn) -> anyhow::Result<String> {
+    let a = admin
+        .send(
+            Method::POST,
+            "/network/v2.0/networks",
+            Some(&json!({"network": {"name": "e2e-net"}})),
+        )
+        .await?
+        .expect(201, "creating the tenant network")?;
+    let net = a.body["network"]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("network without id"))?
+        .to_string();
+    admin
+        .send(
+            Method::POST,
+            "/network/v2.0/subnets",
+            Some(&json!({"subnet": {"name": "e2e-subnet", "network_id": net,
+                                    "ip_version": 4, "cidr": "10.99.0.0/16"}})),
+        )
+        .await?
+        .expect(201, "creating the subnet")?;
+    Ok(net)
+}
+
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// Polls `id` with backoff until `done` says so (Some(result)).
-async fn poll<T>(
-    conn: &mut Conn,
-    id: &str,
-    t0: Instant,
-    mut done: impl FnMut(u16, &Value) -> Option<Result<T, String>>,
-) -> anyhow::Result<Result<T, String>> {
-    let mut wait = Duration::from_millis(1);
-    loop {
-        let a = conn
-            .send(Method::GET, &format!("{COMPUTE}/servers/{id}"), None)
-            .await?;
-        if let Some(r) = done(a.status, &a.body) {
-            return Ok(r);
-        }
-        if t0.elapsed() > Duration::from_secs(120) {
-            return Ok(Err(format!("server {id}: no outcome after 120 s")));
-        }
-        tokio::time::sleep(wait).await;
-        wait = wait.mul_f64(1.5).min(Duration::from_millis(10));
-    }
-}
-
-/// `POST /servers` then poll until ACTIVE: Ok((id, ms)) or why not.
-async fn create_to_active(
-    conn: &mut Conn,
-    ctx: &Ctx,
-) -> anyhow::Result<Result<(String, f64), String>> {
-    let body = json!({"server": {"name": "e2e", "imageRef": ctx.image,
-                                 "flavorRef": ctx.flavor}});
-    let t0 = Instant::now();
-    let a = conn
-        .send(Method::POST, &format!("{COMPUTE}/servers"), Some(&body))
-        .await?;
-    if a.status != 202 {
-        return Ok(Err(format!("create answered {}: {}", a.status, a.body)));
-    }
-    let Some(id) = a.body["server"]["id"].as_str().map(str::to_string) else {
-        return Ok(Err(format!("create answered without an id: {}", a.body)));
-    };
-    let r = poll(conn, &id, t0, |status, body| {
-        if status != 200 {
-            return Some(Err(format!("show answered {status}: {body}")));
-        }
-        match body["server"]["status"].as_str() {
-            Some("ACTIVE") => Some(Ok(t0.elapsed().as_secs_f64() * 1000.0)),
-            Some("ERROR") => Some(Err(format!(
-                "server went to ERROR: {}",
-                body["server"]["fault"]
-            ))),
-            _ => None,
-        }
-    })
-    .await?;
-    Ok(r.map(|ms| (id, ms)))
-}
-
-/// `DELETE /servers/{id}` then poll until 404: Ok(ms) or why not.
-async fn delete_to_gone(conn: &mut Conn, id: &str) -> anyhow::Result<Result<f64, String>> {
-    let t0 = Instant::now();
-    let a = conn
-        .send(Method::DELETE, &format!("{COMPUTE}/servers/{id}"), None)
-        .await?;
-    if a.status != 204 {
-        return Ok(Err(format!("delete answered {}: {}", a.status, a.body)));
-    }
-    poll(conn, id, t0, |status, body| match status {
-        404 => Some(Ok(t0.elapsed().as_secs_f64() * 1000.0)),
-        200 if body["server"]["status"] == "ERROR" => Some(Err(format!(
-            "delete went to ERROR: {}",
-            body["server"]["fault"]
-        ))),
-        _ => None,
-    })
-    .await
 }

@@ -11,6 +11,7 @@ mod http;
 mod net;
 mod report;
 mod scratch;
+mod servers;
 mod sg;
 mod stats;
 
