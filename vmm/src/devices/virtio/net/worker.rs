@@ -24,7 +24,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{HDR_LEN, TX};
-use crate::devices::virtio::{Activation, Interrupt, VirtioError, INT_USED_RING};
+use crate::devices::virtio::{wants_interrupt, Activation, Interrupt, VirtioError, INT_USED_RING};
 use crate::memory::GuestMemory;
 
 /// Buffers one frame may span.
@@ -337,10 +337,10 @@ impl NetWorker {
     fn notify_guest(&mut self) {
         let mut raise = false;
         if std::mem::take(&mut self.tx_added) {
-            raise |= self.tx.needs_notification(&self.mem).unwrap_or(true);
+            raise |= wants_interrupt(&mut self.tx, &self.mem);
         }
         if std::mem::take(&mut self.rx_added) {
-            raise |= self.rx.needs_notification(&self.mem).unwrap_or(true);
+            raise |= wants_interrupt(&mut self.rx, &self.mem);
         }
         if raise {
             self.interrupt.trigger(INT_USED_RING);
