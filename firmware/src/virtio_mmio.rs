@@ -241,6 +241,8 @@ pub struct Queue<const N: usize> {
     avail: u16,
     used: u16,
     event_idx: bool,
+    /// The driver asked for interrupts (`set_interrupts`).
+    interrupts: bool,
 }
 
 impl<const N: usize> Queue<N> {
@@ -253,6 +255,7 @@ impl<const N: usize> Queue<N> {
             avail: 0,
             used: 0,
             event_idx,
+            interrupts: false,
         }
     }
 
@@ -261,6 +264,7 @@ impl<const N: usize> Queue<N> {
         let r = self.ring;
         self.avail = 0;
         self.used = 0;
+        self.interrupts = false;
         // SAFETY: the driver owns the rings (`new`'s contract); the device
         // has not been given them yet.
         unsafe {
@@ -268,6 +272,7 @@ impl<const N: usize> Queue<N> {
             write_volatile(addr_of_mut!((*r).used.idx), 0);
             // No interrupts: the used ring is polled.
             write_volatile(addr_of_mut!((*r).avail.flags), 1);
+            write_volatile(addr_of_mut!((*r).avail.used_event), 0x7fff);
             (
                 addr_of!((*r).desc) as u64,
                 addr_of!((*r).avail) as u64,
@@ -277,10 +282,25 @@ impl<const N: usize> Queue<N> {
     }
 
     /// Ask the device for an interrupt when it returns buffers (or not: the
-    /// default). Only for queues without EVENT_IDX.
+    /// default). With EVENT_IDX the device ignores the flag and looks at
+    /// `used_event` instead: "on" asks for one at the next used entry,
+    /// "off" puts the threshold half the index space ahead.
     pub fn set_interrupts(&mut self, on: bool) {
-        // SAFETY: as in `reset`; the driver owns avail.flags.
-        unsafe { write_volatile(addr_of_mut!((*self.ring).avail.flags), u16::from(!on)) };
+        let r = self.ring;
+        self.interrupts = on;
+        if self.event_idx {
+            let event = if on {
+                self.used
+            } else {
+                self.used.wrapping_add(0x7fff)
+            };
+            // SAFETY: as in `reset`; the driver owns avail.used_event.
+            unsafe { write_volatile(addr_of_mut!((*r).avail.used_event), event) };
+            fence(Ordering::SeqCst);
+        } else {
+            // SAFETY: as in `reset`; the driver owns avail.flags.
+            unsafe { write_volatile(addr_of_mut!((*r).avail.flags), u16::from(!on)) };
+        }
     }
 
     /// Write descriptor `i` (out-of-range indices wrap).
@@ -341,7 +361,7 @@ impl<const N: usize> Queue<N> {
         // SAFETY: entries before used.idx are written by the device.
         let e = unsafe { read_volatile(addr_of!((*r).used.ring[usize::from(self.used) % N])) };
         self.used = self.used.wrapping_add(1);
-        if self.event_idx {
+        if self.event_idx && !self.interrupts {
             // Keep the interrupt threshold far ahead: we never want one.
             // SAFETY: the driver owns used_event.
             unsafe {
@@ -389,5 +409,30 @@ mod tests {
         s.used.idx = 1;
         assert_eq!(q.pop_used().map(|e| (e.id, e.len)), Some((3, 60)));
         assert!(q.pop_used().is_none());
+    }
+
+    #[test]
+    fn interrupts_ask_through_used_event_with_event_idx() {
+        let mut s = Box::new(Split::<8>::new());
+        let r: *mut Split<8> = &mut *s;
+        // SAFETY: `s` outlives the queue and nothing else touches it.
+        let mut q = unsafe { Queue::new(r, true) };
+        q.reset();
+        // Off by default: the threshold is half the index space ahead.
+        assert_eq!(s.avail.used_event, 0x7fff);
+        s.used.ring[0] = UsedElem { id: 1, len: 0 };
+        s.used.idx = 1;
+        assert!(q.pop_used().is_some());
+        assert_eq!(s.avail.used_event, 0x8000);
+        // On: an interrupt at the next used entry, kept while popping.
+        q.set_interrupts(true);
+        assert_eq!(s.avail.used_event, 1);
+        s.used.idx = 2;
+        assert!(q.pop_used().is_some());
+        assert_eq!(s.avail.used_event, 1);
+        q.set_interrupts(false);
+        assert_eq!(s.avail.used_event, 2u16.wrapping_add(0x7fff));
+        // The flag is left alone (the device ignores it with EVENT_IDX).
+        assert_eq!(s.avail.flags, 1);
     }
 }

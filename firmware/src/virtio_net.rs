@@ -1,11 +1,14 @@
 //! A polling virtio-net driver over virtio-mmio for the ring-3 firmware:
 //! receive queue 0 and transmit queue 1 in static memory, one 2 KiB buffer
 //! per descriptor (a 12-byte `virtio_net_hdr_v1` and a frame of at most
-//! 1514 bytes), no offloads, no interrupts.
+//! 1514 bytes), no offloads, EVENT_IDX when offered, interrupts only
+//! when the caller asks for them before sleeping.
 
 use core::ptr::{addr_of, addr_of_mut};
 
-use crate::virtio_mmio::{Desc, Device, InitError, Queue, Split, DESC_F_WRITE, ID_NET};
+use crate::virtio_mmio::{
+    Desc, Device, InitError, Queue, Split, DESC_F_WRITE, F_EVENT_IDX, ID_NET,
+};
 
 const F_MAC: u64 = 1 << 5;
 
@@ -48,12 +51,16 @@ impl Net {
     /// `Net` may be alive (they share the static queues and buffers).
     pub unsafe fn init(base: usize) -> Result<Net, InitError> {
         // SAFETY: caller's contract.
-        let (dev, agreed) = unsafe { Device::init(base, ID_NET, F_MAC)? };
+        let (dev, agreed) = unsafe { Device::init(base, ID_NET, F_MAC | F_EVENT_IDX)? };
+        // With EVENT_IDX the driver notifies only when the device asked to
+        // hear about the avail index it publishes (once per device wake-up,
+        // not once per frame while the device's thread is waking up).
+        let event_idx = agreed & F_EVENT_IDX != 0;
         // SAFETY: only this driver uses the rings (caller's contract).
         let (rx, tx) = unsafe {
             (
-                Queue::new(addr_of_mut!(RX_RING), false),
-                Queue::new(addr_of_mut!(TX_RING), false),
+                Queue::new(addr_of_mut!(RX_RING), event_idx),
+                Queue::new(addr_of_mut!(TX_RING), event_idx),
             )
         };
         let mut mac = [0x52, 0x54, 0, 0x6b, 0x69, 0x6c];

@@ -42,6 +42,8 @@ struct Driver {
     t: MmioTransport,
     mem: GuestMemoryMmap<()>,
     size: u16,
+    /// The slot's irqfd as KVM would see it (a clone of the transport's).
+    irq: EventFd,
     _dir: tempfile::TempDir,
 }
 
@@ -76,11 +78,13 @@ impl Driver {
         };
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let irq_seen = irq.try_clone().unwrap();
         let t = MmioTransport::new(Box::new(Blk::new(&cfg, 0).unwrap()), mem.clone(), irq).unwrap();
         Driver {
             t,
             mem,
             size: 0,
+            irq: irq_seen,
             _dir: dir,
         }
     }
@@ -217,6 +221,48 @@ impl Driver {
         assert!(buf.iter().all(|b| *b == 0xab));
         self.w(REG_STATUS, 0);
     }
+}
+
+/// True when the irqfd was raised since the last look (and clears it).
+fn interrupted(d: &Driver) -> bool {
+    d.irq.read().is_ok()
+}
+
+#[test]
+fn interrupts_follow_no_interrupt_flag_and_used_event() {
+    // Without EVENT_IDX: VRING_AVAIL_F_NO_INTERRUPT set → no interrupt.
+    let mut d = Driver::new(false);
+    d.setup(16, 0, USED);
+    let _ = interrupted(&d);
+    d.mem.write_obj(1u16, GuestAddress(AVAIL)).unwrap();
+    request(&d, T_IN, 1, Some((DATA, 512, WRITE)));
+    assert_eq!(d.wait(1), Outcome::Answered);
+    assert_eq!(d.status_at(STATUS), S_OK);
+    assert!(
+        !interrupted(&d),
+        "interrupt despite VRING_AVAIL_F_NO_INTERRUPT"
+    );
+    // Flag cleared → the next completion interrupts.
+    d.mem.write_obj(0u16, GuestAddress(AVAIL)).unwrap();
+    d.offer(&[0, 0], 2);
+    assert_eq!(d.wait(2), Outcome::Answered);
+    assert!(interrupted(&d), "no interrupt with the flag cleared");
+
+    // With EVENT_IDX: used_event far ahead → none; any used_event value
+    // (also a "hostile" one far outside the ring) only moves the threshold.
+    d.setup(16, F_RING_EVENT_IDX, USED);
+    let _ = interrupted(&d);
+    let used_event = GuestAddress(AVAIL + 4 + 2 * 16);
+    d.mem.write_obj(0x8000u16, used_event).unwrap();
+    request(&d, T_IN, 1, Some((DATA, 512, WRITE)));
+    assert_eq!(d.wait(1), Outcome::Answered);
+    assert!(!interrupted(&d), "interrupt before used_event was reached");
+    // used_event = 1: the second completion (used idx 1 → 2) interrupts.
+    d.mem.write_obj(1u16, used_event).unwrap();
+    d.offer(&[0, 0], 2);
+    assert_eq!(d.wait(2), Outcome::Answered);
+    assert!(interrupted(&d), "no interrupt at used_event");
+    d.recovers();
 }
 
 /// A request type, its sector and its data descriptor (address, length, flags).

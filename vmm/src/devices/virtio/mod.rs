@@ -196,3 +196,27 @@ pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 pub fn slot_addr(index: usize) -> GuestAddress {
     GuestAddress(crate::layout::VIRTIO_MMIO_START + index as u64 * MMIO_SLOT_SIZE)
 }
+
+/// Whether the driver wants an interrupt for the entries just added to
+/// `queue`'s used ring. With EVENT_IDX virtio-queue decides (`used_event`);
+/// without it, virtio-queue always says yes, so the driver's
+/// VRING_AVAIL_F_NO_INTERRUPT flag is honoured here: a polling driver
+/// then takes no interrupt (each one is emulated ring-0 work in the guest).
+/// An avail ring outside guest memory counts as "wants one".
+pub fn wants_interrupt(queue: &mut Queue, mem: &GuestMemory) -> bool {
+    use virtio_queue::QueueT;
+    use vm_memory::Bytes;
+    if queue.event_idx_enabled() {
+        return queue.needs_notification(mem).unwrap_or(true);
+    }
+    // Used entries are written before the flag is read (the driver writes
+    // the flag before it looks at the used ring once more).
+    std::sync::atomic::fence(Ordering::SeqCst);
+    match mem.load::<u16>(GuestAddress(queue.avail_ring()), Ordering::Acquire) {
+        Ok(flags) => flags & VRING_AVAIL_F_NO_INTERRUPT == 0,
+        Err(_) => true,
+    }
+}
+
+/// The driver's "no interrupts, please" bit in the avail ring's flags.
+pub const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;

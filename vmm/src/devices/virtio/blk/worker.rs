@@ -24,7 +24,7 @@ use super::{
     BlkSettings, DiskFiles, SharedDisk, ID_BYTES, SECTOR, SEG_MAX, S_IOERR, S_OK, S_UNSUPP,
     T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES,
 };
-use crate::devices::virtio::{Interrupt, VirtioError, INT_USED_RING};
+use crate::devices::virtio::{wants_interrupt, Interrupt, VirtioError, INT_USED_RING};
 use crate::memory::GuestMemory;
 
 /// user_data tags of the two poll operations; I/O uses `head | len << 16`.
@@ -263,7 +263,7 @@ impl QueueWorker {
             return;
         }
         self.added = false;
-        if self.queue.needs_notification(&self.mem).unwrap_or(true) {
+        if wants_interrupt(&mut self.queue, &self.mem) {
             self.interrupt.trigger(INT_USED_RING);
         }
     }

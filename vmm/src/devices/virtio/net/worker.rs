@@ -1,8 +1,11 @@
 //! The worker thread of a virtio-net device. It sleeps in epoll on the tx
 //! queue's ioeventfd, the rx queue's ioeventfd, the TAP (readable) and a
 //! stop eventfd, and per wake-up:
-//! - tx: pops every available chain, hands its buffers (header + frame,
-//!   device-readable only) to the TAP in one `writev`, returns it used;
+//! - tx: pops the available chains in batches of `TX_BATCH`, hands each
+//!   chain's buffers (header + frame, device-readable only) to the TAP as
+//!   one writev SQE of an io_uring, submits the batch in one
+//!   `io_uring_enter` (the TAP's writes complete inline), and returns the
+//!   chains used once all completed;
 //! - rx: while the TAP has a frame and the guest has posted a buffer chain
 //!   (device-writable only), `readv`s the frame straight into the chain.
 //!   With no buffer posted the TAP is taken out of the epoll set (frames
@@ -18,13 +21,14 @@ use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 
+use io_uring::{opcode, types, IoUring};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryBackend;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{HDR_LEN, TX};
-use crate::devices::virtio::{Activation, Interrupt, VirtioError, INT_USED_RING};
+use crate::devices::virtio::{wants_interrupt, Activation, Interrupt, VirtioError, INT_USED_RING};
 use crate::memory::GuestMemory;
 
 /// Buffers one frame may span.
@@ -32,6 +36,9 @@ pub const MAX_IOVECS: usize = 64;
 /// Largest frame (with its header) sent to the TAP: 64 KiB plus the header
 /// and an Ethernet header.
 pub const MAX_TX_BYTES: usize = 65536 + HDR_LEN + 14;
+
+/// Frames handed to the TAP per `io_uring_enter` (one writev SQE each).
+pub const TX_BATCH: usize = 64;
 
 const EV_STOP: u64 = 0;
 const EV_TX: u64 = 1;
@@ -63,6 +70,13 @@ pub struct NetWorker {
     epoll: Epoll,
     tap_watched: bool,
     iovecs: Vec<libc::iovec>,
+    /// The tx batch: every frame's iovecs back to back (capacity
+    /// `TX_BATCH * MAX_IOVECS`, never grown, so SQEs may point into it),
+    /// and per frame its head and (start, count) in `tx_iov`, or None when
+    /// the chain was bad and its frame is dropped.
+    tx_iov: Vec<libc::iovec>,
+    tx_batch: Vec<(u16, Option<(usize, usize)>)>,
+    ring: IoUring,
     rx_added: bool,
     tx_added: bool,
 }
@@ -82,6 +96,7 @@ impl NetWorker {
             return Err(VirtioError::BadQueue(TX));
         };
         let epoll = Epoll::new().map_err(VirtioError::EventFd)?;
+        let ring = IoUring::new(TX_BATCH as u32).map_err(VirtioError::Uring)?;
         let w = NetWorker {
             mem: a.mem,
             rx,
@@ -94,6 +109,9 @@ impl NetWorker {
             epoll,
             tap_watched: false,
             iovecs: Vec::with_capacity(MAX_IOVECS),
+            tx_iov: Vec::with_capacity(TX_BATCH * MAX_IOVECS),
+            tx_batch: Vec::with_capacity(TX_BATCH),
+            ring,
             rx_added: false,
             tx_added: false,
         };
@@ -192,15 +210,13 @@ impl NetWorker {
             let _ = self.tx.disable_notification(&self.mem);
             let mut served = 0usize;
             loop {
-                match self.one_tx() {
-                    Chain::Done => served += 1,
-                    Chain::Broken => {
-                        self.interrupt.mark_broken();
-                        return;
-                    }
-                    Chain::Empty | Chain::TapEmpty => break,
+                let (n, broken) = self.tx_batch();
+                served += n;
+                if broken {
+                    self.interrupt.mark_broken();
+                    return;
                 }
-                if served > usize::from(self.tx.size()) {
+                if n < TX_BATCH || served > usize::from(self.tx.size()) {
                     break;
                 }
             }
@@ -215,30 +231,84 @@ impl NetWorker {
         }
     }
 
-    fn one_tx(&mut self) -> Chain {
+    /// Pop up to `TX_BATCH` chains, write their frames to the TAP with one
+    /// writev SQE each in one `io_uring_enter`, and return the chains used
+    /// once every write completed. Returns (chains popped, driver broken).
+    fn tx_batch(&mut self) -> (usize, bool) {
         let mem = self.mem.clone();
-        let (head, total, ok) =
-            match pop_chain(&mut self.tx, &mem, &mut self.iovecs, false, MAX_TX_BYTES) {
-                Err(c) => return c,
-                Ok(p) => p,
-            };
-        // A frame needs its header and at least an Ethernet header.
-        if ok && total >= HDR_LEN + 14 {
-            // SAFETY: every iovec points into guest memory vm-memory checked
-            // (mapped while `mem` lives); writev only reads them.
-            let _ = unsafe {
-                libc::writev(
-                    self.tap.as_raw_fd(),
-                    self.iovecs.as_ptr(),
-                    self.iovecs.len() as libc::c_int,
-                )
-            };
+        self.tx_iov.clear();
+        self.tx_batch.clear();
+        let mut broken = false;
+        while self.tx_batch.len() < TX_BATCH {
+            let (head, total, ok) =
+                match pop_chain(&mut self.tx, &mem, &mut self.iovecs, false, MAX_TX_BYTES) {
+                    Err(Chain::Broken) => {
+                        broken = true;
+                        break;
+                    }
+                    Err(_) => break,
+                    Ok(p) => p,
+                };
+            // A frame needs its header and at least an Ethernet header.
+            let frame = (ok && total >= HDR_LEN + 14).then(|| {
+                let start = self.tx_iov.len();
+                // Within capacity: at most MAX_IOVECS per chain, TX_BATCH chains.
+                self.tx_iov.extend_from_slice(&self.iovecs);
+                (start, self.iovecs.len())
+            });
+            self.tx_batch.push((head, frame));
         }
-        if self.tx.add_used(&mem, head, 0).is_err() {
-            return Chain::Broken;
+        if !self.write_batch() {
+            broken = true;
         }
-        self.tx_added = true;
-        Chain::Done
+        let popped = self.tx_batch.len();
+        for i in 0..popped {
+            let head = self.tx_batch[i].0;
+            if self.tx.add_used(&mem, head, 0).is_err() {
+                return (popped, true);
+            }
+            self.tx_added = true;
+        }
+        (popped, broken)
+    }
+
+    /// Submit the batch's writes and wait until all completed (the guest
+    /// gets its buffers back only after); false when the ring failed.
+    fn write_batch(&mut self) -> bool {
+        let fd = types::Fd(self.tap.as_raw_fd());
+        let mut queued = 0usize;
+        for (i, (_, frame)) in self.tx_batch.iter().enumerate() {
+            let Some((start, count)) = *frame else {
+                continue;
+            };
+            let Some(iov) = self.tx_iov.get(start..start + count) else {
+                continue;
+            };
+            let e = opcode::Writev::new(fd, iov.as_ptr(), count as u32)
+                .build()
+                .user_data(i as u64);
+            // SAFETY: the iovecs (in `tx_iov`, untouched until every write
+            // completed) point into guest memory vm-memory checked, mapped
+            // while `self.mem` lives; the kernel only reads them.
+            if unsafe { self.ring.submission().push(&e) }.is_err() {
+                break; // cannot happen: the ring holds TX_BATCH entries
+            }
+            queued += 1;
+        }
+        let mut done = 0usize;
+        while done < queued {
+            match self.ring.submit_and_wait(queued - done) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => {
+                    eprintln!("kiln-vmm: virtio-net io_uring failed: {e}");
+                    return false;
+                }
+            }
+            // A failed write (a full TAP queue, a link down) drops its frame.
+            done += self.ring.completion().count();
+        }
+        true
     }
 
     /// Receive frames while both a frame and a buffer chain are there.
@@ -337,10 +407,10 @@ impl NetWorker {
     fn notify_guest(&mut self) {
         let mut raise = false;
         if std::mem::take(&mut self.tx_added) {
-            raise |= self.tx.needs_notification(&self.mem).unwrap_or(true);
+            raise |= wants_interrupt(&mut self.tx, &self.mem);
         }
         if std::mem::take(&mut self.rx_added) {
-            raise |= self.rx.needs_notification(&self.mem).unwrap_or(true);
+            raise |= wants_interrupt(&mut self.rx, &self.mem);
         }
         if raise {
             self.interrupt.trigger(INT_USED_RING);
