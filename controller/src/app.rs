@@ -38,7 +38,7 @@ impl AppState {
             .map_err(|e| ApiError::Internal(format!("cannot keep the node secret: {e}")))?;
         let nodes = Arc::new(crate::compute::servers::link::NodeLink::new(
             secret,
-            crate::compute::servers::link::HEARTBEAT_SECS,
+            crate::scheduler::heartbeat_secs(crate::compute::servers::link::HEARTBEAT_SECS),
         ));
         Ok(AppState {
             identity,

@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod dhcp;
 pub mod line;
 pub mod net_echo;
+pub mod ping;
 pub mod virtio_blk;
 pub mod virtio_mmio;
 pub mod virtio_net;

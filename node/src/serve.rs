@@ -1,7 +1,8 @@
 //! Starting node agents: `kiln-node serve` runs N nodes against a controller
 //! (ids and host names `PREFIX-0..N-1`, ONE listener for all of them, the node
 //! id in the path), and `kiln-node up` uses the same to run one node in the
-//! all-in-one process. The driver is `kvm` (real guests) when /dev/kvm is
+//! all-in-one process. A single kvm node is named like Nova's compute host:
+//! `--node-id`, else the host name. The driver is `kvm` (real guests) when /dev/kvm is
 //! usable and one node runs, else `sim`; `--driver` overrides.
 
 use std::collections::HashMap;
@@ -88,6 +89,11 @@ pub struct NodeArgs {
     /// networks stay local to the host.
     #[arg(long)]
     pub tunnel_ip: Option<std::net::Ipv4Addr>,
+    /// The node's id and host name (one node only; letters, digits, `.`,
+    /// `_`, `-`). Default: the host name for the kvm driver, else
+    /// `PREFIX-<i>`.
+    #[arg(long)]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,8 +178,9 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
     };
     let mut agents = Vec::new();
     let mut map = HashMap::new();
+    let named = node_name(args.node_id.as_deref(), kind, count)?;
     for i in 0..count {
-        let node_id = format!("{prefix}-{i}");
+        let node_id = named.clone().unwrap_or_else(|| format!("{prefix}-{i}"));
         let driver: Arc<dyn Driver> = match kind {
             DriverKind::Sim => Arc::new(SimDriver::new(&node_id, cap, delays, volume_dir.clone())),
             DriverKind::Kvm => Arc::new(
@@ -202,6 +209,7 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
                 host: node_id.clone(),
                 az: args.az.clone(),
                 url: format!("{base}{NODE_PREFIX}/{node_id}"),
+                tunnel_ip: args.tunnel_ip,
             },
             controller,
             secret,
@@ -230,6 +238,30 @@ pub async fn start(s: Start<'_>) -> anyhow::Result<Nodes> {
         addr,
         driver: kind,
     })
+}
+
+/// The one node's own name (`--node-id`, else the host name for the kvm
+/// driver), or None when nodes are named `PREFIX-<i>`.
+fn node_name(
+    asked: Option<&str>,
+    kind: DriverKind,
+    count: usize,
+) -> anyhow::Result<Option<String>> {
+    let name = match asked {
+        Some(_) if count != 1 => anyhow::bail!("--node-id names one node (--count 1)"),
+        Some(id) => id.to_string(),
+        None if kind == DriverKind::Kvm => kiln_controller::compute::services::controller_host(),
+        None => return Ok(None),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !valid {
+        anyhow::bail!("node id {name:?}: use letters, digits, '.', '_' and '-' (at most 255)");
+    }
+    Ok(Some(name))
 }
 
 /// The node's network side for the kvm driver: netdp driven by the
@@ -296,4 +328,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     kiln_controller::server::shutdown_signal().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_kvm_node_is_named_after_its_host_or_node_id() {
+        let name = |asked, kind, count| node_name(asked, kind, count).ok().flatten();
+        assert_eq!(name(Some("n2"), DriverKind::Kvm, 1), Some("n2".into()));
+        assert_eq!(
+            name(Some("n-2.lab_a"), DriverKind::Sim, 1),
+            Some("n-2.lab_a".into())
+        );
+        let host = kiln_controller::compute::services::controller_host();
+        assert_eq!(name(None, DriverKind::Kvm, 1), Some(host));
+        // Sim nodes keep PREFIX-<i>.
+        assert_eq!(name(None, DriverKind::Sim, 1), None);
+        assert_eq!(name(None, DriverKind::Sim, 4), None);
+        // One name for several nodes, or one unfit for a URL path: refused.
+        assert!(node_name(Some("n2"), DriverKind::Sim, 2).is_err());
+        assert!(node_name(Some("a/b"), DriverKind::Kvm, 1).is_err());
+        assert!(node_name(Some(""), DriverKind::Kvm, 1).is_err());
+    }
 }

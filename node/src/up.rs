@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// Base URL the catalog and client files advertise (default: http://<bound address>).
     #[arg(long)]
     pub public_url: Option<String>,
+    /// Seconds a node may go without a heartbeat before it counts as down
+    /// (Nova's `service_down_time`).
+    #[arg(long, default_value_t = 60)]
+    pub node_down_after: u64,
     /// This host's node: driver (`kvm` when /dev/kvm is usable, else `sim`) and sizes.
     #[command(flatten)]
     pub node: crate::serve::NodeArgs,
@@ -63,6 +67,7 @@ fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
 
 /// Runs the all-in-one cloud until SIGINT/SIGTERM.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    kiln_controller::scheduler::set_down_after_secs(args.node_down_after);
     let server = Server::bind(&args.config()).await?;
     if server.bootstrap.created {
         println!(

@@ -16,17 +16,17 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_netdp::link::names;
 use serde_json::Value;
 use support::{
-    alive, in_ns, kvm_usable, missing_root_or_tools, must, pids_under, run, workspace_root, Cloud,
-    Reaper, ScratchDir,
+    alive, field, in_ns, kvm_usable, missing_root_or_tools, must, pids_under, run, wait_until,
+    workspace_root, Cloud, Reaper, ScratchDir,
 };
 
-/// The all-in-one's node (its id and host name).
-const NODE: &str = "sim-0";
+/// The all-in-one's node (its id and host name, `--node-id`).
+const NODE: &str = "kvm-net-node";
 
 fn skip_reason() -> Option<String> {
     if !kvm_usable() {
@@ -74,12 +74,6 @@ impl Drop for HostLeftovers {
     }
 }
 
-fn field(v: &Value, k: &str) -> String {
-    v[k].as_str()
-        .unwrap_or_else(|| panic!("no {k} in {v}"))
-        .to_string()
-}
-
 /// The first IPv4 address of a port as the CLI shows it.
 fn port_ip(port: &Value) -> String {
     let ips = &port["fixed_ips"];
@@ -88,14 +82,6 @@ fn port_ip(port: &Value) -> String {
         .and_then(|a| a.first())
         .unwrap_or_else(|| panic!("port has no fixed IP: {port}"));
     field(first, "ip_address")
-}
-
-fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn ping(ns: &str, to: &str) -> bool {
@@ -139,7 +125,7 @@ fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
         links: Vec::new(),
         tables: !String::from_utf8_lossy(&tables_before).contains(" kiln"),
     };
-    let cloud = Cloud::start(&dir.0, &["--driver", "kvm"]);
+    let cloud = Cloud::start(&dir.0, &["--driver", "kvm", "--node-id", NODE]);
     let admin = |args: &[&str]| cloud.admin(args);
     cloud.upload_image(&firmware, "fw", &["kiln_firmware=true"]);
     let net = admin(&["network", "create", "tn", "-f", "json"]).json();

@@ -192,6 +192,28 @@ impl Compute {
         Ok(out)
     }
 
+    /// Nova's `host_status` (2.16) of a server on `host`: `DOWN` when its
+    /// compute service is forced down, `UNKNOWN` when it stopped sending
+    /// heartbeats (or is not known), `MAINTENANCE` when disabled, else `UP`.
+    pub fn host_status(&self, host: &str) -> ApiResult<&'static str> {
+        let all = self.all_services()?;
+        let Some(s) = all
+            .iter()
+            .find(|s| s.record.binary == COMPUTE_BINARY && s.record.host == host)
+        else {
+            return Ok("UNKNOWN");
+        };
+        Ok(if s.record.forced_down {
+            "DOWN"
+        } else if !s.up {
+            "UNKNOWN"
+        } else if s.record.disabled {
+            "MAINTENANCE"
+        } else {
+            "UP"
+        })
+    }
+
     /// A service by UUID (2.53+) or integer id.
     pub fn service(&self, who: &Who, id: &str) -> ApiResult<ServiceView> {
         admin_only(who, "os-services:list")?;

@@ -5,6 +5,8 @@
 
 pub mod affinity;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 /// A node's capacity and what is claimed on it.
@@ -60,11 +62,27 @@ pub enum Weigher {
     Pack,
 }
 
-/// A node counts as down when silent longer than this.
+/// A node counts as down when silent longer than this (by default).
 pub const DOWN_AFTER_MICROS: i64 = 60 * 1_000_000;
 
+static DOWN_AFTER: AtomicI64 = AtomicI64::new(DOWN_AFTER_MICROS);
+
+/// How long a node may be silent before it counts as down, for the whole
+/// process (`kiln-node up --node-down-after`); at least 3 s.
+pub fn set_down_after_secs(secs: u64) {
+    let micros = i64::try_from(secs.max(3).saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    DOWN_AFTER.store(micros, Ordering::Relaxed);
+}
+
+/// The heartbeat period nodes are told to keep: a third of the down time,
+/// at most `max_secs`.
+pub fn heartbeat_secs(max_secs: u64) -> u64 {
+    let down = DOWN_AFTER.load(Ordering::Relaxed) / 3_000_000;
+    u64::try_from(down).unwrap_or(1).clamp(1, max_secs.max(1))
+}
+
 pub fn is_up(node: &NodeState, now: i64) -> bool {
-    now - node.last_seen <= DOWN_AFTER_MICROS
+    now - node.last_seen <= DOWN_AFTER.load(Ordering::Relaxed)
 }
 
 fn capacity(total: u64, ratio: f64) -> u64 {

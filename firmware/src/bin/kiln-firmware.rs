@@ -16,6 +16,8 @@ use kiln_firmware::virtio_net::Net;
 mod blk_jobs;
 #[path = "kiln-firmware/irq.rs"]
 mod irq;
+#[path = "kiln-firmware/pinger.rs"]
+mod pinger;
 #[path = "kiln-firmware/serve.rs"]
 mod serve;
 

@@ -29,6 +29,9 @@ pub struct NodeIdentity {
     pub az: String,
     /// This node's API base (`http://addr/kiln-node/v1/{node_id}`).
     pub url: String,
+    /// This node's VXLAN endpoint (`--tunnel-ip`; the controller otherwise
+    /// takes the host of `url`).
+    pub tunnel_ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +220,7 @@ impl Agent {
             driver: self.driver.name().to_string(),
             protocol: VERSION,
             url: self.id.url.clone(),
-            tunnel_ip: None,
+            tunnel_ip: self.id.tunnel_ip.map(|t| t.to_string()),
         };
         let r: Registered = self.call(CONTROLLER_PREFIX.to_string(), reg).await?;
         Ok(r)

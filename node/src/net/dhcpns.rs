@@ -39,14 +39,28 @@ fn suffix(network_id: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// The node's tag in namespace names (its id, alphanumeric, at most 16).
+/// The node's tag in namespace names, which are global to the host while
+/// several nodes may run on it: the id itself when it is at most 16
+/// lowercase letters and digits, else its first 7 letters and digits and a
+/// 32-bit FNV-1a hash of the whole id (so `sim-0` and `sim0` differ).
 pub fn node_tag(node_id: &str) -> String {
-    node_id
+    let plain = node_id.len() <= 16
+        && node_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if plain && !node_id.is_empty() {
+        return node_id.to_string();
+    }
+    let hash = node_id.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let head: String = node_id
         .chars()
         .filter(char::is_ascii_alphanumeric)
-        .take(16)
+        .take(7)
         .collect::<String>()
-        .to_ascii_lowercase()
+        .to_ascii_lowercase();
+    format!("{head}{hash:08x}")
 }
 
 /// The namespace of a network on the node tagged `tag`.
@@ -350,4 +364,30 @@ pub fn existing(tag: &str) -> Result<Vec<String>, NetError> {
         .into_iter()
         .filter(|n| n.starts_with(&prefix))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_tags_are_distinct_and_fit_a_namespace_name() {
+        assert_eq!(node_tag("vm"), "vm");
+        assert_eq!(node_tag("compute01"), "compute01");
+        let tags = [
+            node_tag("sim-0"),
+            node_tag("sim0"),
+            node_tag("Sim0"),
+            node_tag("compute-host-0001.example.org"),
+            node_tag("compute-host-0002.example.org"),
+        ];
+        for (i, a) in tags.iter().enumerate() {
+            assert!(a.len() <= 16, "{a}");
+            assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()), "{a}");
+            for b in &tags[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(node_tag("sim-0"), node_tag("sim-0"));
+    }
 }

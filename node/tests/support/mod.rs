@@ -102,19 +102,25 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// Start `kiln-node up` on a free loopback port with its data in `data_dir`,
-    /// with the simulated driver unless `extra` names a `--driver`.
+    /// Start `kiln-node up` on a free loopback port (unless `extra` names a
+    /// `--listen`) with its data in `data_dir`, with the simulated driver
+    /// unless `extra` names a `--driver`.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Cloud {
         let driver: &[&str] = if extra.contains(&"--driver") {
             &[]
         } else {
             &["--driver", "sim"]
         };
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln-node"))
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(driver)
             .args(extra)
             .stdout(Stdio::piped())
@@ -446,6 +452,22 @@ pub fn pids_under(dir: &Path) -> Vec<i32> {
         }
     }
     pids
+}
+
+/// A string field of a JSON object the CLI printed (panics naming it when absent).
+pub fn field(v: &serde_json::Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("no {k} in {v}"))
+        .to_string()
+}
+
+/// Polls `ok` every 200 ms; fails naming `what` after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Whether `pid` runs (a zombie does not).

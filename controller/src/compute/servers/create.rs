@@ -154,6 +154,25 @@ impl GroupPlacement {
     }
 }
 
+/// Nova's `availability_zone` of `az:host[:node]`: the zone (none when
+/// empty) and the host the server is forced onto, which only admins may ask
+/// for (`os_compute_api:servers:create:forced_host`).
+fn forced_host(az: Option<&str>, admin: bool) -> ApiResult<(Option<String>, Option<String>)> {
+    let Some(az) = az else {
+        return Ok((None, None));
+    };
+    let mut parts = az.splitn(3, ':');
+    let zone = parts.next().filter(|z| !z.is_empty()).map(str::to_string);
+    let host = parts.next().filter(|h| !h.is_empty()).map(str::to_string);
+    if host.is_some() && !admin {
+        return Err(ApiError::Forbidden(
+            "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed."
+                .into(),
+        ));
+    }
+    Ok((zone, host))
+}
+
 /// Chooses and claims a node for `demand` among `nodes` (updated in place),
 /// skipping `tried`. The caller writes the node back in its transaction.
 pub(crate) fn pick<'a>(
@@ -325,6 +344,17 @@ impl Compute {
             None => None,
         };
         let mut nodes = NODES.values(w.as_read())?;
+        let (az, forced) = forced_host(req.az.as_deref(), who.admin)?;
+        // A forced host: every other node is out of the running (none left
+        // when the host is unknown: the server goes to ERROR, as in Nova).
+        let elsewhere: Vec<String> = match &forced {
+            Some(h) => nodes
+                .iter()
+                .filter(|n| &n.host != h)
+                .map(|n| n.id.clone())
+                .collect(),
+            None => vec![],
+        };
         let reservation_id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let now = now_micros();
         let mut servers = Vec::new();
@@ -350,7 +380,7 @@ impl Compute {
                 user_data: req.user_data.clone(),
                 metadata: req.metadata.clone(),
                 tags: req.tags.clone(),
-                az: req.az.clone(),
+                az: az.clone(),
                 node: None,
                 host: None,
                 tried: vec![],
@@ -388,9 +418,9 @@ impl Compute {
                     "compute__do_build_and_run_instance",
                 )],
                 hostname: req.hostname.clone(),
-                pinned_az: req.az.clone(),
+                pinned_az: az.clone(),
             };
-            match pick_in(&mut nodes, &s.demand(), &[], placement.as_ref()) {
+            match pick_in(&mut nodes, &s.demand(), &elsewhere, placement.as_ref()) {
                 Some(node) => {
                     if let (Some(g), Some(p)) = (group.as_mut(), placement.as_mut()) {
                         g.members.push((id.clone(), node.id.clone()));
@@ -635,6 +665,32 @@ mod tests {
             swap: 0,
             extra_specs: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn az_host_forces_a_host_for_admins_only() {
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(forced_host(None, false).unwrap(), (None, None));
+        assert_eq!(
+            forced_host(Some("nova"), false).unwrap(),
+            (some("nova"), None)
+        );
+        assert_eq!(
+            forced_host(Some("nova:n2"), true).unwrap(),
+            (some("nova"), some("n2"))
+        );
+        assert_eq!(
+            forced_host(Some(":n2:n2"), true).unwrap(),
+            (None, some("n2"))
+        );
+        assert_eq!(
+            forced_host(Some("nova:"), false).unwrap(),
+            (some("nova"), None)
+        );
+        assert!(matches!(
+            forced_host(Some("nova:n2"), false),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 
     #[test]

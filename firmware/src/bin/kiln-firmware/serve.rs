@@ -1,4 +1,4 @@
-//! `kiln.mode=serve [ip=A/N] [tcp=P,…] [dhcp_secs=S]`: what a cloud server
+//! `kiln.mode=serve [ip=A/N] [tcp=P,…] [dhcp_secs=S] [kiln.ping=IP]`: what a cloud server
 //! runs. With a NIC: take an address by DHCP (or `ip=`), print
 //! `kiln-firmware: dhcp <ip>/<prefix> router <gw>` (or `dhcp failed` after
 //! S seconds, default 10, then keep asking every 4 s while everything else goes on), and
@@ -12,7 +12,8 @@
 //! are only read); going to 0 prints `disk <slot> detached`. `<slot>` is
 //! the disk's index among the virtio-blk slots (kiln-vmm's `disks` order);
 //! at start each slot is listed as `disk <slot> present <bytes>` or
-//! `disk <slot> empty`.
+//! `disk <slot> empty`. With `kiln.ping=`, it also pings that address
+//! once a second once it has its own (see `pinger`).
 //! Asleep in `hlt` between polls (see `irq`); Ctrl-Alt-Del powers off.
 
 use kiln_firmware::cmdline;
@@ -23,6 +24,7 @@ use kiln_firmware::virtio_blk::{Blk, MAX_UNITS};
 use kiln_firmware::virtio_net::Net;
 
 use super::blk_jobs::{check_preserving, check_readable};
+use super::pinger::Pinger;
 use super::{ctrl_alt_del, flush_console, irq, open_net, rdtsc, say, tsc_hz, write_com1, Waker};
 
 /// Bytes blk-check covers at the end of a hot-attached disk.
@@ -165,6 +167,8 @@ struct Nic {
     hz: u64,
     /// When the DHCP client says `dhcp failed` (`dhcp_secs=`, default 10 s).
     give_up_ms: u64,
+    /// `kiln.ping=`: the echoes this guest sends.
+    ping: Option<Pinger>,
 }
 
 impl Nic {
@@ -193,6 +197,7 @@ impl Nic {
         let now = rdtsc();
         let mac = me.mac;
         let xid = (now as u32) ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
+        let mut ping = Pinger::from_cmdline(cmdline, hz);
         let addr = match cmdline::value(cmdline, b"ip").and_then(net_echo::parse_ipv4) {
             Some((ip, prefix)) => {
                 me.ip = ip;
@@ -202,6 +207,9 @@ impl Nic {
                 l.bytes(b"/").dec(u64::from(prefix)).bytes(b"\n");
                 write_com1(l.as_bytes());
                 flush_console();
+                if let Some(p) = ping.as_mut() {
+                    p.on_address(ip, prefix, None);
+                }
                 Addr::Static
             }
             None => Addr::Seeking {
@@ -219,6 +227,7 @@ impl Nic {
             xid,
             hz,
             give_up_ms,
+            ping,
         }
     }
 
@@ -231,10 +240,12 @@ impl Nic {
             _ => Some(self.xid),
         };
         let mut reply = None;
+        let ping = &mut self.ping;
         let n = self.net.receive(|net, frame| {
             if let Some(r) = xid.and_then(|x| dhcp::parse_reply(frame, me.mac, x)) {
                 reply = Some(r);
-            } else if me.ip != [0; 4] {
+            } else if me.ip != [0; 4] && !ping.as_mut().is_some_and(|p| p.on_frame(&me, frame, net))
+            {
                 net.send_with(|out| net_echo::answer(&me, frame, out));
             }
         });
@@ -243,6 +254,9 @@ impl Nic {
             self.on_reply(r, now);
         }
         self.tick(now);
+        if let Some(p) = self.ping.as_mut() {
+            p.tick(&self.me, &mut self.net, now);
+        }
         n > 0
     }
 
@@ -265,6 +279,9 @@ impl Nic {
                 dhcp::ACK if requesting.is_some() => {
                     let server = r.server_id.or(requesting.map(|q| q.1)).unwrap_or([0; 4]);
                     self.me.ip = r.ip;
+                    if let Some(p) = self.ping.as_mut() {
+                        p.on_address(r.ip, r.prefix.unwrap_or(24), r.router);
+                    }
                     self.addr = Addr::Bound {
                         server,
                         renew_at: renew_at(now, self.hz, r.lease_secs),
@@ -359,7 +376,7 @@ fn say_lease(ack: &dhcp::Reply) {
     flush_console();
 }
 
-fn ipv4(l: &mut Line, ip: [u8; 4]) {
+pub(super) fn ipv4(l: &mut Line, ip: [u8; 4]) {
     for (i, o) in ip.iter().enumerate() {
         if i > 0 {
             l.bytes(b".");

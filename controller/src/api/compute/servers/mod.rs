@@ -262,9 +262,11 @@ async fn show(
 ) -> ApiResult<axum::Json<Value>> {
     let who = Who::of(&caller);
     let s = state.services.compute.server(&who, &id)?;
-    Ok(axum::Json(
-        json!({"server": views::full(&base, &s, &who, mv, views::Call::Show)}),
-    ))
+    let mut view = views::full(&base, &s, &who, mv, views::Call::Show);
+    if let (Some(host), Some(status)) = (&s.host, view.get_mut("host_status")) {
+        *status = json!(state.services.compute.host_status(host)?);
+    }
+    Ok(axum::Json(json!({ "server": view })))
 }
 
 async fn update(
