@@ -3,7 +3,8 @@
 //! every call, and the state reports the node would send): volumes go
 //! attaching → in-use → detaching → available when the node concludes, a failed
 //! attach rolls back, server delete releases (or deletes) volumes, ports are
-//! bound/created and unbound/deleted, and Nova's 400/403/404/409 answers.
+//! bound/created and unbound/deleted, a volume swap and Cinder's force
+//! detach, and Nova's 400/403/404/409 answers.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -233,7 +234,8 @@ async fn volumes_attach_conclude_detach_and_fail() {
     let (st, v) = cloud.get(&format!("{va}/{ghost}"), &admin).await;
     err(st, &v, 404);
 
-    // PUT: delete_on_termination at 2.85; a swap is 501 for admins, 403 for others.
+    // PUT: delete_on_termination at 2.85; a swap to a missing volume is 404
+    // (the whole swap: `volume_swap_and_force_detach`).
     let put = json!({"volumeAttachment": {"volumeId": vid, "delete_on_termination": true}});
     let (st, v) = at(
         &cloud,
@@ -275,7 +277,10 @@ async fn volumes_attach_conclude_detach_and_fail() {
         Some(swap),
     )
     .await;
-    err(st, &v, 501);
+    assert_eq!(
+        err(st, &v, 404),
+        format!("Volume {ghost} could not be found.")
+    );
 
     // Wrong server state: still building.
     let building = server(&cloud, &admin, "vm2", false).await;
@@ -687,4 +692,127 @@ async fn block_device_mappings_at_create() {
     }
     assert!(!root_file.exists());
     assert_eq!(volume_status(&cloud, &admin, &data).await, "available");
+}
+
+/// The node's report that it concluded `concludes` about volume `volume`.
+async fn about(cloud: &Cloud, sid: &str, fault: Option<&str>, concludes: &str, volume: &str) {
+    servers::report_on(
+        cloud,
+        "n1",
+        sid,
+        VmState::Active,
+        fault,
+        concludes,
+        Some(volume),
+    )
+    .await;
+}
+
+/// The attachments of a server as `os-volume_attachments` lists them.
+async fn attached(cloud: &Cloud, token: &str, sid: &str) -> Vec<String> {
+    let (_, v) = cloud
+        .get(&format!("{S}/{sid}/os-volume_attachments"), token)
+        .await;
+    v["volumeAttachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["volumeId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn volume_swap_and_force_detach() {
+    let (cloud, admin) = setup().await;
+    let sid = server(&cloud, &admin, "vm1", true).await;
+    let va = format!("{S}/{sid}/os-volume_attachments");
+    let old = volume(&cloud, &admin, json!({"size": 2})).await;
+    let other = volume(&cloud, &admin, json!({"size": 1})).await;
+    for v in [&old, &other] {
+        let (st, body) = cloud
+            .post(&va, &admin, json!({"volumeAttachment": {"volumeId": v}}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    // Reports name their volume: the second attach concludes first.
+    about(&cloud, &sid, None, "attach_volume", &other).await;
+    assert_eq!(volume_status(&cloud, &admin, &other).await, "in-use");
+    assert_eq!(volume_status(&cloud, &admin, &old).await, "attaching");
+    about(&cloud, &sid, None, "attach_volume", &old).await;
+    assert_eq!(volume_status(&cloud, &admin, &old).await, "in-use");
+
+    let small = volume(&cloud, &admin, json!({"size": 1})).await;
+    let new = volume(&cloud, &admin, json!({"size": 3})).await;
+    let ghost = "11111111-2222-3333-4444-555555555555";
+    let swap = |to: &str| json!({"volumeAttachment": {"volumeId": to}});
+    let put = |path: String, body: Value| {
+        let cloud = &cloud;
+        let admin = admin.clone();
+        async move { at(cloud, "2.1", Method::PUT, &path, &admin, Some(body)).await }
+    };
+    // Nova's answers: a missing volume or mapping 404, a smaller or attached
+    // new volume 400.
+    let (st, v) = put(format!("{va}/{old}"), swap(ghost)).await;
+    err(st, &v, 404);
+    let (st, v) = put(format!("{va}/{small}"), swap(&new)).await;
+    assert_eq!(
+        err(st, &v, 404),
+        "The volume was either invalid or not attached to the instance."
+    );
+    let (st, v) = put(format!("{va}/{old}"), swap(&small)).await;
+    assert_eq!(
+        err(st, &v, 400),
+        "Invalid volume: New volume must be the same size or larger."
+    );
+    let (st, v) = put(format!("{va}/{old}"), swap(&other)).await;
+    assert!(err(st, &v, 400).contains("must be detached"), "{v}");
+
+    // The swap: old detaching and new attaching until the node concludes;
+    // then the mapping (same device) holds the new volume.
+    let (st, v) = put(format!("{va}/{old}"), swap(&new)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(volume_status(&cloud, &admin, &old).await, "detaching");
+    assert_eq!(volume_status(&cloud, &admin, &new).await, "attaching");
+    assert_eq!(
+        cloud.delete(&format!("{va}/{old}"), &admin).await,
+        StatusCode::BAD_REQUEST,
+        "no detach while the swap runs"
+    );
+    // A failed swap changes nothing.
+    about(&cloud, &sid, Some("copy failed"), "swap_volume", &old).await;
+    assert_eq!(volume_status(&cloud, &admin, &old).await, "in-use");
+    assert_eq!(volume_status(&cloud, &admin, &new).await, "available");
+    let (st, v) = put(format!("{va}/{old}"), swap(&new)).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    about(&cloud, &sid, None, "swap_volume", &old).await;
+    assert_eq!(volume_status(&cloud, &admin, &old).await, "available");
+    let nv = volume_show(&cloud, &admin, &new).await;
+    assert_eq!(nv["status"], "in-use", "{nv}");
+    assert_eq!(nv["attachments"][0]["server_id"], sid.as_str(), "{nv}");
+    assert_eq!(nv["attachments"][0]["device"], "/dev/vdb", "{nv}");
+    let mut now = attached(&cloud, &admin, &sid).await;
+    now.sort();
+    let mut want = vec![new.clone(), other.clone()];
+    want.sort();
+    assert_eq!(now, want);
+
+    // os-force_detach (admin): Cinder and the server's mappings agree.
+    let (st, _, v) = cloud
+        .call(
+            Method::POST,
+            &format!("{V}/{new}/action"),
+            Some(&admin),
+            Some(json!({"os-force_detach": {}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let nv = volume_show(&cloud, &admin, &new).await;
+    assert_eq!(nv["status"], "available", "{nv}");
+    assert_eq!(nv["attachments"], json!([]), "{nv}");
+    assert_eq!(attached(&cloud, &admin, &sid).await, vec![other.clone()]);
+    let (_, v) = cloud.get(&format!("{S}/{sid}"), &admin).await;
+    assert_eq!(
+        v["server"]["os-extended-volumes:volumes_attached"],
+        json!([{"id": other}])
+    );
 }

@@ -441,12 +441,14 @@ async fn request_keys_follow_their_versions() {
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert!(h.get("location").is_some());
     assert!(v.is_null(), "{v}");
+    report(&cx.cloud, "n1", &id, VmState::Active, None, "snapshot").await;
     let (s, h, v) = cx
         .call(Method::POST, &action, &cx.admin, 45, Some(snap))
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     assert!(h.get("location").is_none());
     assert_eq!(keys(&v), ["image_id"].into());
+    report(&cx.cloud, "n1", &id, VmState::Active, None, "snapshot").await;
 
     // unshelve: a body from 2.77 (a chosen zone is not built: 501).
     let (s, _) = cx

@@ -172,6 +172,69 @@ async fn create_show_act_delete() {
     assert_eq!(img["name"], "snap1");
     assert_eq!(img["image_type"], "snapshot", "{img}");
     assert_eq!(img["instance_uuid"], id.as_str());
+    // Nova's flow: queued at once, the server in image_snapshot; the node's
+    // upload (node secret) makes it active with Glance's size and hashes.
+    assert_eq!(img["status"], "queued", "{img}");
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["OS-EXT-STS:task_state"], "image_snapshot");
+    let file = format!("/compute/kiln/v1/nodes/n1/images/{image_id}/file");
+    let (st, _, _) = cloud
+        .raw(Method::PUT, &file, None, Some("disk!".into()), &[])
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let bearer = format!("Bearer {}", cloud.state.nodes.secret());
+    let auth = [("authorization", bearer.as_str())];
+    let other = format!("/compute/kiln/v1/nodes/n2/images/{image_id}/file");
+    let (st, _, _) = cloud
+        .raw(Method::PUT, &other, None, Some("disk!".into()), &auth)
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT, "only the server's node uploads");
+    let (st, _, v) = cloud
+        .raw(Method::PUT, &file, None, Some("disk!".into()), &auth)
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["OS-EXT-STS:task_state"], "image_uploading");
+    report(&cloud, "n1", &id, VmState::Stopped, None, "snapshot").await;
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["OS-EXT-STS:task_state"], Value::Null);
+    assert_eq!(v["server"]["status"], "SHUTOFF");
+    let (_, img) = cloud
+        .get(&format!("/image/v2/images/{image_id}"), &admin)
+        .await;
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["size"], 5, "{img}");
+    assert_eq!(img["checksum"], "47e447032859c77bd58d2a663269c3d4", "{img}");
+    assert_eq!(img["os_hash_algo"], "sha512", "{img}");
+    assert_eq!(img["disk_format"], "raw", "{img}");
+    // A failed snapshot: the image goes, the task clears.
+    let (st, h, v) = cloud
+        .call(
+            Method::POST,
+            &format!("{S}/{id}/action"),
+            Some(&admin),
+            Some(json!({"createImage": {"name": "snap2"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let loc = h.get("location").unwrap().to_str().unwrap().to_string();
+    let failed_id = loc.rsplit('/').next().unwrap().to_string();
+    common::servers::report_on(
+        &cloud,
+        "n1",
+        &id,
+        VmState::Stopped,
+        Some("disk copy failed"),
+        "snapshot",
+        Some(&failed_id),
+    )
+    .await;
+    let (st, _) = cloud
+        .get(&format!("/image/v2/images/{failed_id}"), &admin)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, v) = cloud.get(&format!("{S}/{id}"), &admin).await;
+    assert_eq!(v["server"]["OS-EXT-STS:task_state"], Value::Null);
     let (st, v) = cloud
         .post(
             &format!("{S}/{id}/action"),
@@ -211,7 +274,7 @@ async fn create_show_act_delete() {
         .iter()
         .map(|a| a["action"].as_str().unwrap())
         .collect();
-    assert_eq!(acts, ["createImage", "stop", "create"]);
+    assert_eq!(acts, ["createImage", "createImage", "stop", "create"]);
 
     // Listing: filters, pagination.
     let s2 = create(&cloud, &admin, "other").await;

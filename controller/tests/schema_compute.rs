@@ -513,6 +513,7 @@ async fn servers_at_each_version() {
                 "server_create_image_2.45",
             )
             .await;
+            report(&cx.cloud, "s1", &id, VmState::Active, None, "snapshot").await;
         }
         let (st, v) = cx
             .call(

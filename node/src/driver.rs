@@ -5,6 +5,7 @@
 //! when a guest changed state on its own (it powered off, its VMM died).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use kiln_controller::protocol::{Action, PowerState, Spawn, VmState};
@@ -63,6 +64,18 @@ pub trait Driver: Send + Sync + 'static {
     fn adopt<'a>(&'a self, spec: &'a Spawn, running: bool) -> DriverFuture<'a, ()>;
     /// Where to send unsolicited state changes (drivers without any ignore it).
     fn subscribe(&self, _events: EventSender) {}
+    /// A point-in-time copy of a server's root disk for a snapshot, made
+    /// with the guest paused only while the copy is taken; the agent uploads
+    /// it and removes the file. `None`: the driver has no disk bytes (the
+    /// simulated driver), the snapshot is empty.
+    fn snapshot<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Option<PathBuf>> {
+        Box::pin(async move {
+            Err(DriverError::Failed(format!(
+                "the {} driver cannot snapshot server {id}",
+                self.name()
+            )))
+        })
+    }
     /// After a resync: removes every local server not in `keep` (leftovers
     /// of servers the controller no longer places here).
     fn retain<'a>(&'a self, _keep: &'a [String]) -> DriverFuture<'a, ()> {

@@ -147,6 +147,36 @@ impl SimDriver {
         Ok(())
     }
 
+    /// A volume's backing file: the path given, else the one in the volume
+    /// directory (None without either).
+    fn volume_path(&self, id: &str, path: Option<&str>) -> Option<PathBuf> {
+        path.map(PathBuf::from).or_else(|| {
+            self.volume_dir
+                .as_ref()
+                .map(|d| d.join(format!("{id}.img")))
+        })
+    }
+
+    /// A swap's data: the old volume's bytes into the new one's file (sparse),
+    /// grown to the new size.
+    fn copy_volume(&self, old: &str, old_path: Option<&str>, new: &VolumeSpec) -> DriverResult<()> {
+        let (Some(from), Some(to)) = (
+            self.volume_path(old, old_path),
+            self.volume_path(&new.volume_id, new.path.as_deref()),
+        ) else {
+            return Ok(());
+        };
+        if !from.exists() {
+            return Ok(());
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        crate::kvm::disk::clone_file(&from, &to)?;
+        crate::kvm::disk::grow(&to, new.size_gb << 30)?;
+        Ok(())
+    }
+
     /// Attaches or detaches a volume or port on a simulated guest.
     fn hotplug(&self, vm: &mut SimVm, action: &Action) -> DriverResult<()> {
         if vm.fail_attach {
@@ -182,6 +212,22 @@ impl SimDriver {
             )),
             Action::DetachPort { port_id } => {
                 vm.console.push(format!("virtio_net: {port_id} detached"))
+            }
+            Action::SwapVolume {
+                old_volume_id,
+                old_path,
+                volume,
+            } => {
+                let dev = vm.disks.remove(old_volume_id).ok_or_else(|| {
+                    DriverError::Failed(format!("volume {old_volume_id} is not attached"))
+                })?;
+                self.copy_volume(old_volume_id, old_path.as_deref(), volume)?;
+                vm.disks.insert(volume.volume_id.clone(), dev.clone());
+                vm.console.push(format!(
+                    "virtio_blk: [{}] now backed by volume {}",
+                    dev.trim_start_matches("/dev/"),
+                    volume.volume_id
+                ));
             }
             _ => {}
         }
@@ -232,7 +278,8 @@ impl Driver for SimDriver {
                 Action::AttachVolume { .. }
                 | Action::DetachVolume { .. }
                 | Action::AttachPort { .. }
-                | Action::DetachPort { .. } => self.hotplug(vm, action),
+                | Action::DetachPort { .. }
+                | Action::SwapVolume { .. } => self.hotplug(vm, action),
                 Action::Start | Action::Reboot { .. } | Action::Rebuild { .. } => {
                     if matches!(action, Action::Rebuild { .. }) {
                         vm.console.push("rebuild: root disk replaced".into());
@@ -281,6 +328,22 @@ impl Driver for SimDriver {
 
     fn adopt<'a>(&'a self, spec: &'a Spawn, running: bool) -> DriverFuture<'a, ()> {
         Box::pin(async move { self.adopt_now(spec, running) })
+    }
+
+    /// No disk bytes: the snapshot is empty (the image still goes through
+    /// queued → saving → active, with size 0).
+    fn snapshot<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Option<PathBuf>> {
+        Box::pin(async move {
+            self.with_vm(id, |_| ())?;
+            if !self.delays.action.is_zero() {
+                tokio::time::sleep(self.delays.action).await;
+            }
+            self.with_vm(id, |vm| {
+                vm.console
+                    .push("kiln-sim: snapshot of the root disk (no data)".into())
+            })?;
+            Ok(None)
+        })
     }
 }
 

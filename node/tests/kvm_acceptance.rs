@@ -1,12 +1,15 @@
 //! Acceptance: the real `openstack` CLI against `kiln-node up --driver kvm` —
 //! the firmware uploaded to Glance, a server booted in a real kiln-vmm, its
-//! console, stop/start/reboot/pause, a kiln-node restart that keeps the guest
-//! running, and delete leaving no process and no files. Needs /dev/kvm and
+//! console, stop/start/reboot/pause, createImage (the root disk's bytes in
+//! Glance, `image save`, a second server booted from the snapshot), a
+//! kiln-node restart that keeps the guest running, and delete leaving no
+//! process and no files. Needs /dev/kvm and
 //! `cargo build --release -p kiln-vmm -p kiln-firmware`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use support::{alive, kvm_usable, pids_under, workspace_root, Cloud, Reaper, ScratchDir};
@@ -83,6 +86,73 @@ fn a_real_guest_through_its_life() {
         4,
         "{console}"
     );
+
+    // createImage: the root disk copied with the guest paused for the copy
+    // only, uploaded to Glance; the snapshot boots another server.
+    let root = dir.0.join(format!("node/instances/{id}/root.raw"));
+    let marker = b"kiln snapshot marker";
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&root)
+        .unwrap()
+        .write_all_at(marker, 1 << 20)
+        .unwrap();
+    let root_len = std::fs::metadata(&root).unwrap().len();
+    cloud
+        .admin(&[
+            "server", "image", "create", "--wait", "--name", "snap1", "vm1",
+        ])
+        .ok();
+    let img = cloud
+        .admin(&["image", "show", "-f", "json", "snap1"])
+        .json();
+    assert_eq!(img["status"], "active", "{img}");
+    assert_eq!(img["size"], root_len, "{img}");
+    assert_eq!(img["disk_format"], "raw", "{img}");
+    assert_eq!(img["properties"]["image_type"], "snapshot", "{img}");
+    assert_eq!(img["properties"]["instance_uuid"], id.as_str(), "{img}");
+    assert_eq!(cloud.status("vm1"), "ACTIVE");
+    assert_eq!(
+        vmm_pid(&dir.0, &id),
+        pid,
+        "the guest ran on (paused, not restarted)"
+    );
+    assert!(
+        !dir.0
+            .join(format!("node/instances/{id}/snapshot.raw"))
+            .exists(),
+        "the disk copy is gone after the upload"
+    );
+    let saved = dir.0.join("snap1.raw");
+    cloud
+        .admin(&["image", "save", "--file", saved.to_str().unwrap(), "snap1"])
+        .ok();
+    let file = std::fs::File::open(&saved).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), root_len);
+    let mut got = [0u8; 20];
+    file.read_exact_at(&mut got, 1 << 20).unwrap();
+    assert_eq!(&got, marker, "image save gives the disk's bytes");
+    drop(file);
+    std::fs::remove_file(&saved).unwrap();
+    let vm2 = cloud
+        .admin(&[
+            "server", "create", "--flavor", "m1.tiny", "--image", "snap1", "--wait", "-f", "json",
+            "vm2",
+        ])
+        .json();
+    assert_eq!(vm2["status"], "ACTIVE", "{vm2}");
+    let id2 = vm2["id"].as_str().unwrap().to_string();
+    let console = cloud
+        .admin(&["console", "log", "show", "vm2"])
+        .ok()
+        .to_string();
+    assert!(console.contains("kiln-firmware: booted"), "{console}");
+    let root2 = std::fs::File::open(dir.0.join(format!("node/instances/{id2}/root.raw"))).unwrap();
+    root2.read_exact_at(&mut got, 1 << 20).unwrap();
+    assert_eq!(&got, marker, "vm2's root disk is the snapshot");
+    drop(root2);
+    cloud.admin(&["server", "delete", "--wait", "vm2"]).ok();
+    cloud.admin(&["image", "delete", "snap1"]).ok();
 
     // kiln-node goes away and comes back: the guest runs on, adopted.
     cloud.stop();

@@ -24,6 +24,9 @@
 //!   [`IMAGE_HEADER_DISK_FORMAT`], [`IMAGE_HEADER_HASH_ALGO`],
 //!   [`IMAGE_HEADER_HASH_VALUE`] and [`IMAGE_HEADER_CHECKSUM`] (md5) to verify
 //!   them by.
+//! - `PUT /compute/kiln/v1/nodes/{node}/images/{id}/file` (the bytes, streamed)
+//!   → 204: a server snapshot's data ([`Action::Snapshot`]), stored like a
+//!   Glance upload (saving → active, size and hashes).
 //!
 //! Every request carries `Authorization: Bearer <secret>`; the secret lives in
 //! `DATA_DIR/node-secret` (mode 0600), generated on first use.
@@ -179,6 +182,10 @@ pub struct StateReport {
     pub console_available: bool,
     /// Microseconds since the epoch.
     pub at: i64,
+    /// What the concluded operation was about, for those that name one
+    /// ([`Action::subject`]): the volume, port or image id.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// After (re)registering: everything the node runs.
@@ -291,20 +298,51 @@ pub struct InstanceMeta {
 pub enum Action {
     Stop,
     Start,
-    Reboot { hard: bool },
+    Reboot {
+        hard: bool,
+    },
     Pause,
     Unpause,
     Suspend,
     Resume,
-    Rebuild { image: ImageSpec },
-    Resize { flavor: FlavorSpec },
+    Rebuild {
+        image: ImageSpec,
+    },
+    Resize {
+        flavor: FlavorSpec,
+    },
     ConfirmResize,
-    RevertResize { flavor: FlavorSpec },
+    RevertResize {
+        flavor: FlavorSpec,
+    },
     ShelveOffload,
-    AttachVolume { volume: VolumeSpec },
-    DetachVolume { volume_id: String },
-    AttachPort { port: PortSpec },
-    DetachPort { port_id: String },
+    AttachVolume {
+        volume: VolumeSpec,
+    },
+    DetachVolume {
+        volume_id: String,
+    },
+    AttachPort {
+        port: PortSpec,
+    },
+    DetachPort {
+        port_id: String,
+    },
+    /// Upload a copy of the root disk as image `image_id` (`PUT` to the
+    /// controller's node image endpoint), the guest paused only while the
+    /// copy is made.
+    Snapshot {
+        image_id: String,
+    },
+    /// Copy volume `old_volume_id`'s bytes into `volume` and give the guest
+    /// the new backing in the old one's place.
+    SwapVolume {
+        old_volume_id: String,
+        /// The old volume's backing file, when the controller knows it.
+        #[serde(default)]
+        old_path: Option<String>,
+        volume: VolumeSpec,
+    },
 }
 
 impl Action {
@@ -327,6 +365,22 @@ impl Action {
             Action::DetachVolume { .. } => "detach_volume",
             Action::AttachPort { .. } => "attach_port",
             Action::DetachPort { .. } => "detach_port",
+            Action::Snapshot { .. } => "snapshot",
+            Action::SwapVolume { .. } => "swap_volume",
+        }
+    }
+
+    /// The volume, port or image the action is about (reports echo it in
+    /// [`StateReport::subject`]).
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Action::AttachVolume { volume } => Some(&volume.volume_id),
+            Action::DetachVolume { volume_id } => Some(volume_id),
+            Action::AttachPort { port } => Some(&port.port_id),
+            Action::DetachPort { port_id } => Some(port_id),
+            Action::Snapshot { image_id } => Some(image_id),
+            Action::SwapVolume { old_volume_id, .. } => Some(old_volume_id),
+            _ => None,
         }
     }
 }
@@ -385,6 +439,9 @@ mod tests {
             Action::DetachVolume {
                 volume_id: "v".into(),
             },
+            Action::Snapshot {
+                image_id: "i".into(),
+            },
         ] {
             let text = serde_json::to_string(&a).unwrap();
             assert!(
@@ -393,6 +450,12 @@ mod tests {
             );
             assert_eq!(serde_json::from_str::<Action>(&text).unwrap(), a);
         }
+        // An older peer's report (no subject) still reads.
+        let old = r#"{"server_id":"s","vm_state":"active","power_state":"running","at":1}"#;
+        assert_eq!(
+            serde_json::from_str::<StateReport>(old).unwrap().subject,
+            None
+        );
         let r = StateReport {
             server_id: "s1".into(),
             vm_state: VmState::SoftDeleted,
@@ -402,6 +465,7 @@ mod tests {
             concludes: Some("stop".into()),
             console_available: true,
             at: 5,
+            subject: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"soft-delete\""), "{text}");

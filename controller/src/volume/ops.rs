@@ -788,16 +788,18 @@ pub fn reset_status(
     })
 }
 
-/// Admin: drops every attachment and makes the volume available.
-pub fn force_detach(store: &dyn Store, ctx: &VCtx, id: &str) -> VolResult<()> {
+/// Admin: drops every attachment and makes the volume available; returns
+/// the servers it was attached to (whose mappings the compute side drops,
+/// see `Compute::forget_volume`).
+pub fn force_detach(store: &dyn Store, ctx: &VCtx, id: &str) -> VolResult<Vec<String>> {
     ctx.require_admin()?;
     commit(store, |w| {
         let mut v = find_volume(w.as_read(), ctx, id)?;
-        v.attachments.clear();
+        let servers = v.attachments.drain(..).map(|a| a.server_id).collect();
         v.status = "available".into();
         v.updated_at = Some(now());
         VOLUMES.put(w, id, &v)?;
-        Ok(())
+        Ok(servers)
     })
 }
 

@@ -65,6 +65,19 @@ pub async fn report(
     fault: Option<&str>,
     concludes: &str,
 ) {
+    report_on(cloud, node, id, vm, fault, concludes, None).await
+}
+
+/// A report that names what it concludes (a volume, port or image id).
+pub async fn report_on(
+    cloud: &Cloud,
+    node: &str,
+    id: &str,
+    vm: VmState,
+    fault: Option<&str>,
+    concludes: &str,
+    subject: Option<&str>,
+) {
     let r = StateReport {
         server_id: id.into(),
         vm_state: vm,
@@ -78,6 +91,7 @@ pub async fn report(
         concludes: Some(concludes.into()),
         console_available: true,
         at: 1,
+        subject: subject.map(str::to_string),
     };
     let secret = cloud.state.nodes.secret().to_string();
     let s = node_call(

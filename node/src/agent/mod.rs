@@ -8,6 +8,7 @@
 pub mod api;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,9 @@ pub struct Vm {
     pub pending: Option<DriverEvent>,
 }
 
+/// How long a snapshot upload may take (a disk of many GiB on a busy host).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub struct Agent {
     pub id: NodeIdentity,
     controller: String,
@@ -100,7 +104,9 @@ pub fn after(action: &Action, vm: VmState, power: PowerState) -> (VmState, Power
         Action::AttachVolume { .. }
         | Action::DetachVolume { .. }
         | Action::AttachPort { .. }
-        | Action::DetachPort { .. } => (vm, power),
+        | Action::DetachPort { .. }
+        | Action::Snapshot { .. }
+        | Action::SwapVolume { .. } => (vm, power),
     }
 }
 
@@ -289,6 +295,7 @@ impl Agent {
             concludes: concludes.map(str::to_string),
             console_available: true,
             at: now_micros(),
+            subject: None,
         }
     }
 
@@ -409,6 +416,9 @@ impl Agent {
 
     /// Runs an action and reports the state it leaves.
     pub async fn act(self: Arc<Self>, id: String, action: Action) {
+        if let Action::Snapshot { image_id } = &action {
+            return self.snapshot(id, image_id.clone()).await;
+        }
         let before = {
             let mut vms = self.vms();
             let Some(vm) = vms.get_mut(&id) else { return };
@@ -440,10 +450,99 @@ impl Agent {
             };
             (report, late)
         };
+        let mut report = report;
+        report.subject = action.subject().map(str::to_string);
         self.report(report).await;
         if let Some(ev) = late {
             self.on_event(ev).await;
         }
+    }
+
+    /// createImage on this node: the driver's copy of the root disk, a
+    /// report that the upload is pending, the upload, then the report that
+    /// concludes the snapshot (naming the image; a fault when it failed, and
+    /// the controller deletes the image).
+    async fn snapshot(self: Arc<Self>, id: String, image_id: String) {
+        {
+            let mut vms = self.vms();
+            let Some(vm) = vms.get_mut(&id) else { return };
+            vm.busy = true;
+        }
+        let result = self.snapshot_upload(&id, &image_id).await;
+        if let Err(e) = &result {
+            tracing::warn!(server = %id, image = %image_id, error = %e, "snapshot failed");
+        }
+        let (mut report, late) = {
+            let mut vms = self.vms();
+            let Some(vm) = vms.get_mut(&id) else { return };
+            vm.busy = false;
+            (
+                self.report_of(&id, vm, Some("snapshot"), result.err()),
+                vm.pending.take(),
+            )
+        };
+        report.subject = Some(image_id);
+        self.report(report).await;
+        if let Some(ev) = late {
+            self.on_event(ev).await;
+        }
+    }
+
+    async fn snapshot_upload(&self, id: &str, image_id: &str) -> Result<(), String> {
+        let copy = self.driver.snapshot(id).await.map_err(|e| e.to_string())?;
+        let pending = {
+            let vms = self.vms();
+            vms.get(id).map(|vm| self.report_of(id, vm, None, None))
+        };
+        if let Some(mut r) = pending {
+            r.task_state = Some("image_pending_upload".into());
+            self.report(r).await;
+        }
+        let uploaded = self.upload_image(image_id, copy.clone()).await;
+        if let Some(p) = copy {
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a snapshot copy");
+            }
+        }
+        uploaded
+    }
+
+    /// Streams `file` (nothing when `None`) to the controller as image
+    /// `image_id`'s data.
+    async fn upload_image(&self, image_id: &str, file: Option<PathBuf>) -> Result<(), String> {
+        let url = format!(
+            "{}{}",
+            self.controller,
+            self.node_path(&format!("/images/{image_id}/file"))
+        );
+        let http = self.http.clone();
+        let bearer = format!("Bearer {}", self.secret);
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let req = http
+                .put(&url)
+                .config()
+                .timeout_global(Some(UPLOAD_TIMEOUT))
+                .build()
+                .header("Authorization", &bearer)
+                .header("Content-Type", "application/octet-stream");
+            let sent = match file {
+                Some(p) => {
+                    let f = std::fs::File::open(&p)
+                        .map_err(|e| format!("cannot open the disk copy: {e}"))?;
+                    req.send(ureq::SendBody::from_owned_reader(f))
+                }
+                None => req.send(&[][..]),
+            };
+            let resp = sent.map_err(|e| format!("the image upload failed: {e}"))?;
+            let status = resp.status().as_u16();
+            if (200..300).contains(&status) {
+                Ok(())
+            } else {
+                Err(format!("the controller refused the image upload: {status}"))
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Destroys a server and reports it gone.
@@ -461,6 +560,7 @@ impl Agent {
             concludes: Some("delete".into()),
             console_available: false,
             at: now_micros(),
+            subject: None,
         };
         self.report(report).await;
     }

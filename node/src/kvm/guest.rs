@@ -19,6 +19,9 @@ pub const DEFAULT_FIRMWARE_CMDLINE: &str = "kiln.mode=serve";
 pub const HOTPLUG_SLOTS: usize = 4;
 /// The id prefix of those slots (`hp0`, `hp1`, ...).
 const HOTPLUG_PREFIX: &str = "hp";
+/// The image property naming the firmware a snapshot of a firmware guest
+/// boots (the controller sets it on such snapshots).
+pub const FIRMWARE_ID_PROPERTY: &str = "kiln_firmware_id";
 /// The root disk's file in the instance directory.
 pub const ROOT_DISK: &str = "root.raw";
 /// Root disk size when the flavor says 0 GiB (a firmware's scratch disk).
@@ -35,15 +38,20 @@ pub const SHUTDOWN_TIMEOUT_MS: u64 = 1500;
 pub enum GuestError {
     #[error("the server has no image (boot from volume is not supported by the kvm driver yet)")]
     NoImage,
-    #[error("image {0} is neither a kiln firmware (property kiln_firmware=true) nor a Linux image with kernel_id; kiln cannot boot disk images with their own boot loader yet")]
+    #[error("image {0} is neither a kiln firmware (property kiln_firmware=true or kiln_firmware_id) nor a Linux image with kernel_id; kiln cannot boot disk images with their own boot loader yet")]
     Unbootable(String),
 }
 
 /// How an image boots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Boot {
-    /// The image is a kiln firmware ELF; the root disk starts empty.
-    Firmware { cmdline: String },
+    /// A kiln firmware ELF: the image itself, with an empty root disk; or,
+    /// for a snapshot of a firmware guest (`kiln_firmware_id`), the image
+    /// named there, with the snapshot as the root disk.
+    Firmware {
+        cmdline: String,
+        firmware_id: Option<String>,
+    },
     /// Direct kernel boot; the image is the root disk.
     Linux {
         kernel_id: String,
@@ -63,9 +71,21 @@ fn truthy(v: Option<&String>) -> bool {
 pub fn boot_of(image: &ImageSpec) -> Result<Boot, GuestError> {
     let p = &image.properties;
     let cmdline = p.get("os_command_line").cloned();
+    let firmware_cmdline = || {
+        cmdline
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FIRMWARE_CMDLINE.to_string())
+    };
     if truthy(p.get("kiln_firmware")) {
         return Ok(Boot::Firmware {
-            cmdline: cmdline.unwrap_or_else(|| DEFAULT_FIRMWARE_CMDLINE.to_string()),
+            cmdline: firmware_cmdline(),
+            firmware_id: None,
+        });
+    }
+    if let Some(f) = p.get(FIRMWARE_ID_PROPERTY) {
+        return Ok(Boot::Firmware {
+            cmdline: firmware_cmdline(),
+            firmware_id: Some(f.clone()),
         });
     }
     if let Some(k) = p.get("kernel_id") {
@@ -116,7 +136,7 @@ pub fn vmm_config(
         "shutdown_timeout_ms": SHUTDOWN_TIMEOUT_MS,
     });
     match boot {
-        Boot::Firmware { cmdline } => {
+        Boot::Firmware { cmdline, .. } => {
             cfg["firmware"] = json!({"path": files.image, "cmdline": cmdline});
         }
         Boot::Linux { cmdline, .. } => {
@@ -179,7 +199,18 @@ mod tests {
         assert_eq!(
             boot_of(&img).ok(),
             Some(Boot::Firmware {
-                cmdline: DEFAULT_FIRMWARE_CMDLINE.into()
+                cmdline: DEFAULT_FIRMWARE_CMDLINE.into(),
+                firmware_id: None,
+            })
+        );
+        img.properties.clear();
+        img.properties
+            .insert(FIRMWARE_ID_PROPERTY.into(), "fw".into());
+        assert_eq!(
+            boot_of(&img).ok(),
+            Some(Boot::Firmware {
+                cmdline: DEFAULT_FIRMWARE_CMDLINE.into(),
+                firmware_id: Some("fw".into()),
             })
         );
         img.properties.clear();

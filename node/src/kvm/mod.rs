@@ -40,6 +40,8 @@ pub const BOOTED_LINE: &[u8] = b"kiln-firmware: booted";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the console and the process are looked at while booting.
 const BOOT_POLL: Duration = Duration::from_millis(2);
+/// A snapshot's copy of the root disk, until the agent uploaded it.
+const SNAPSHOT_COPY: &str = "snapshot.raw";
 /// Default image cache bound.
 pub const DEFAULT_IMAGE_CACHE_BYTES: u64 = 20 << 30;
 
@@ -211,7 +213,7 @@ impl KvmDriver {
             return vec![];
         };
         let mut ids = vec![img.id.clone()];
-        for k in ["kernel_id", "ramdisk_id"] {
+        for k in ["kernel_id", "ramdisk_id", guest::FIRMWARE_ID_PROPERTY] {
             if let Some(v) = img.properties.get(k) {
                 ids.push(v.clone());
             }
@@ -231,8 +233,12 @@ impl KvmDriver {
     /// Boot source files for `image`, fetched through the cache.
     async fn boot_files(&self, image: &ImageSpec, boot: &Boot) -> DriverResult<BootFiles> {
         Ok(match boot {
-            Boot::Firmware { .. } => BootFiles {
-                image: self.cache.get(&image.id).await.map_err(failed)?,
+            Boot::Firmware { firmware_id, .. } => BootFiles {
+                image: self
+                    .cache
+                    .get(firmware_id.as_deref().unwrap_or(&image.id))
+                    .await
+                    .map_err(failed)?,
                 initrd: None,
             },
             Boot::Linux {
@@ -260,8 +266,12 @@ impl KvmDriver {
         let root = inst.dir.join(ROOT_DISK);
         let bytes = root_bytes(inst.spec.flavor.disk_gb);
         let source = match boot {
-            Boot::Firmware { .. } => None,
-            Boot::Linux { .. } => Some(self.cache.get(&image.id).await.map_err(failed)?),
+            Boot::Firmware {
+                firmware_id: None, ..
+            } => None,
+            Boot::Firmware { .. } | Boot::Linux { .. } => {
+                Some(self.cache.get(&image.id).await.map_err(failed)?)
+            }
         };
         let id = inst.spec.server_id.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -436,6 +446,106 @@ impl KvmDriver {
         Ok(())
     }
 
+    /// Runs `work` on the blocking pool with a running guest's vCPUs paused
+    /// (unless it was paused already), resuming it at once afterwards.
+    async fn paused_while<T: Send + 'static>(
+        inst: &Instance,
+        work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> DriverResult<T> {
+        let pause = inst.running()
+            && Self::ask(inst, json!({"action": "state"})).await?["state"] != "paused";
+        if pause {
+            Self::control(inst, "pause").await?;
+        }
+        let done = tokio::task::spawn_blocking(work).await.map_err(failed);
+        if pause {
+            Self::control(inst, "resume").await?;
+        }
+        Ok(done??)
+    }
+
+    /// createImage: a copy of the root disk (reflink, else sparse copy) taken
+    /// with the guest paused, in [`SNAPSHOT_COPY`] in the instance directory.
+    async fn copy_root(inst: &Instance) -> DriverResult<PathBuf> {
+        let root = inst.dir.join(ROOT_DISK);
+        let copy = inst.dir.join(SNAPSHOT_COPY);
+        let (from, to) = (root, copy.clone());
+        let started = std::time::Instant::now();
+        let kind = Self::paused_while(inst, move || disk::clone_file(&from, &to)).await?;
+        tracing::info!(server = %inst.spec.server_id, ?kind, us = started.elapsed().as_micros() as u64, "root disk copied for a snapshot");
+        Ok(copy)
+    }
+
+    /// Volume swap: the old volume's bytes copied into the new one's file and,
+    /// in a running guest, the slot's backing swapped to it — all while the
+    /// guest is paused.
+    async fn swap_volume(
+        inst: &mut Instance,
+        old_id: &str,
+        old_path: Option<&str>,
+        volume: &VolumeSpec,
+    ) -> DriverResult<()> {
+        let from = old_path
+            .map(str::to_string)
+            .or_else(|| {
+                inst.spec
+                    .volumes
+                    .iter()
+                    .find(|v| v.volume_id == old_id)
+                    .and_then(|v| v.path.clone())
+            })
+            .ok_or_else(|| failed("the old volume has no backing file on this node"))?;
+        let to = volume
+            .path
+            .clone()
+            .ok_or_else(|| failed("the new volume has no backing file on this node"))?;
+        let slot = if inst.running() {
+            let state = Self::ask(inst, json!({"action": "state"})).await?;
+            Some(
+                guest::slot_holding(&state, old_id, Some(&from)).ok_or_else(|| {
+                    failed(format!(
+                        "volume {old_id} is in none of the guest's disk slots"
+                    ))
+                })?,
+            )
+        } else {
+            None
+        };
+        let bytes = volume.size_gb << 30;
+        let (src, dst) = (PathBuf::from(&from), PathBuf::from(&to));
+        let pause = inst.running()
+            && Self::ask(inst, json!({"action": "state"})).await?["state"] != "paused";
+        if pause {
+            Self::control(inst, "pause").await?;
+        }
+        let copied = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            disk::clone_file(&src, &dst)?;
+            disk::grow(&dst, bytes)
+        })
+        .await
+        .map_err(failed)
+        .and_then(|r| r.map_err(DriverError::from));
+        let swapped = match (&copied, &slot) {
+            (Ok(()), Some(slot)) => {
+                Self::ask(inst, json!({"action": "swap-disk", "id": slot, "path": to}))
+                    .await
+                    .map(drop)
+            }
+            _ => Ok(()),
+        };
+        if pause {
+            Self::control(inst, "resume").await?;
+        }
+        copied?;
+        swapped?;
+        for v in &mut inst.spec.volumes {
+            if v.volume_id == old_id {
+                *v = volume.clone();
+            }
+        }
+        Ok(())
+    }
+
     /// Restarts a running guest (stop, boot) so a new configuration applies.
     async fn restart_if_running(&self, inst: &mut Instance, was_running: bool) -> DriverResult<()> {
         if was_running {
@@ -532,6 +642,12 @@ impl KvmDriver {
                 inst.spec.ports.retain(|p| &p.port_id != port_id);
                 Ok(())
             }
+            Action::SwapVolume {
+                old_volume_id,
+                old_path,
+                volume,
+            } => Self::swap_volume(inst, old_volume_id, old_path.as_deref(), volume).await,
+            Action::Snapshot { .. } => Err(failed("a snapshot goes through Driver::snapshot")),
             Action::ShelveOffload => Err(failed("shelve_offload is a delete to the driver")),
         }
     }
@@ -694,6 +810,14 @@ impl Driver for KvmDriver {
 
     fn adopt<'a>(&'a self, spec: &'a Spawn, running: bool) -> DriverFuture<'a, ()> {
         Box::pin(self.adopt_one(spec, running))
+    }
+
+    fn snapshot<'a>(&'a self, id: &'a str) -> DriverFuture<'a, Option<PathBuf>> {
+        Box::pin(async move {
+            let shared = self.get(id)?;
+            let inst = shared.lock().await;
+            Self::copy_root(&inst).await.map(Some)
+        })
     }
 
     fn subscribe(&self, events: EventSender) {

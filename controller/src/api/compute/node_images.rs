@@ -1,12 +1,15 @@
-//! The node protocol's image data: `GET /compute/kiln/v1/nodes/{node}/images/{id}/file`
-//! (bearer node secret) streams an active image's bytes to a node's image
-//! cache, with the record's disk format and hashes in `x-kiln-*` headers so
-//! the node can verify what it received.
+//! The node protocol's image data (bearer node secret):
+//! `GET /compute/kiln/v1/nodes/{node}/images/{id}/file` streams an active
+//! image's bytes to a node's image cache, with the record's disk format and
+//! hashes in `x-kiln-*` headers so the node can verify what it received;
+//! `PUT` on the same path takes a server snapshot's bytes from the node that
+//! hosts the server, streamed through Glance's upload path (saving → active,
+//! size, md5 checksum, sha512 `os_hash_value`).
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio_util::io::ReaderStream;
@@ -16,17 +19,62 @@ use crate::api::extract::Path;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::image::model::status;
-use crate::image::Who;
+use crate::image::{Who, IMAGE_SIZE_CAP};
 use crate::protocol::{
     CONTROLLER_PREFIX, IMAGE_HEADER_CHECKSUM, IMAGE_HEADER_DISK_FORMAT, IMAGE_HEADER_HASH_ALGO,
     IMAGE_HEADER_HASH_VALUE,
 };
+use crate::services::blocking;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
         &format!("{CONTROLLER_PREFIX}/{{node}}/images/{{id}}/file"),
-        get(download),
+        get(download).put(upload),
     )
+}
+
+/// The node's own authority over image records (admin, not a writer).
+fn node_who() -> Who {
+    Who {
+        project: None,
+        admin: true,
+        writer: false,
+    }
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((node, id)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    authenticate(&state, &headers)?;
+    let compute = state.services.compute.clone();
+    let images = state.services.images.clone();
+    let id2 = id.clone();
+    blocking(move || {
+        compute.snapshot_upload_begins(&node, &id2)?;
+        images.begin_upload(&node_who(), &id2).map(drop)
+    })
+    .await?;
+    let images = state.services.images.clone();
+    let written = images
+        .files
+        .write(&id, body.into_data_stream(), IMAGE_SIZE_CAP)
+        .await;
+    let id2 = id.clone();
+    match written {
+        Ok(w) => {
+            blocking(move || images.finish_upload(&id2, &w).map(drop)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(e) => {
+            blocking(move || images.abort_upload(&id2)).await?;
+            Err(ApiError::BadRequest(format!(
+                "The snapshot upload of image {id} failed: {e}"
+            )))
+        }
+    }
 }
 
 async fn download(
@@ -35,12 +83,7 @@ async fn download(
     Path((_node, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     authenticate(&state, &headers)?;
-    let node = Who {
-        project: None,
-        admin: true,
-        writer: false,
-    };
-    let image = state.services.images.get(&node, &id)?;
+    let image = state.services.images.get(&node_who(), &id)?;
     let (Some(size), true) = (
         image.size,
         image.status == status::ACTIVE || image.status == status::DEACTIVATED,

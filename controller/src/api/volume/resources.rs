@@ -486,7 +486,19 @@ async fn volume_action(
             Ok(reply_empty(mv, StatusCode::ACCEPTED))
         }
         "os-force_detach" => {
-            run(&state, move |s, _| ops::force_detach(s, &ctx, &id)).await?;
+            let vol = id.clone();
+            let servers = run(&state, move |s, _| ops::force_detach(s, &ctx, &vol)).await?;
+            let compute = state.services.compute.clone();
+            let calls = crate::services::blocking(move || compute.forget_volume(&id, &servers))
+                .await
+                .map_err(|e| {
+                    CinderError(VolError::Backend(std::io::Error::other(e.to_string())))
+                })?;
+            crate::compute::servers::link::deliver_later(
+                state.services.compute.clone(),
+                state.nodes.clone(),
+                calls,
+            );
             Ok(reply_empty(mv, StatusCode::ACCEPTED))
         }
         other => Err(VolError::BadRequest(format!("There is no such action: {other}")).into()),

@@ -1,10 +1,15 @@
 //! Volumes attached to servers (os-volume_attachments): attach reserves the
-//! volume (`attaching`) and a device, detach marks it `detaching`; both tell the
-//! node, and [`conclude`] finishes them when the node reports (`in-use` with a
-//! Cinder attachment, or `available` again; a failed attach rolls back).
+//! volume (`attaching`) and a device, detach marks it `detaching`, a swap
+//! moves a mapping to another volume (old `detaching`, new `attaching`, the
+//! node copies the bytes and swaps the guest's backing); each tells the node,
+//! and [`conclude`] finishes them when the node reports (`in-use` with a
+//! Cinder attachment, or `available` again; a failure rolls back).
 //!
-//! A report says which kind of call it concludes, not which volume: the oldest
-//! pending mapping of that kind is the one concluded.
+//! A report names the volume or port it concerns ([`StateReport::subject`]);
+//! one from an older node without it concludes the oldest pending mapping of
+//! that kind.
+//!
+//! [`StateReport::subject`]: crate::protocol::StateReport::subject
 
 use std::sync::Arc;
 
@@ -32,6 +37,9 @@ const VOLUME_STATES: &[VmState] = &[
     VmState::Shelved,
     VmState::ShelvedOffloaded,
 ];
+
+/// The vm_states Nova swaps volumes in.
+const SWAP_STATES: &[VmState] = &[VmState::Active, VmState::Paused, VmState::Resized];
 
 /// A validated `volumeAttachment` body.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -151,18 +159,58 @@ fn drop_attachment(w: &mut dyn WriteTxn, b: &Bdm) -> ApiResult<()> {
     Ok(())
 }
 
-/// Finishes the oldest pending attach or detach of a volume or port when the
-/// node concludes `action` (`fault` when it failed). Other actions are ignored.
+/// The index of the pending mapping a report concerns: the one for
+/// `subject` when the report names it, else the first pending one.
+fn pending(s: &Server, subject: Option<&str>, is: impl Fn(&Bdm) -> bool) -> Option<usize> {
+    s.bdms
+        .iter()
+        .position(|b| is(b) && subject.is_none_or(|v| b.volume_id == v))
+}
+
+/// The node concluded a swap of mapping `i`: the mapping moves to the new
+/// volume (old `available`, new `in-use`), or stays (both as they were).
+fn conclude_swap(w: &mut dyn WriteTxn, s: &mut Server, i: usize, failed: bool) -> ApiResult<()> {
+    let Some(new) = s.bdms[i].swapping_to.take() else {
+        return Ok(());
+    };
+    if failed {
+        set_status(w, &s.bdms[i].volume_id, "in-use")?;
+        set_status(w, &new, "available")?;
+        return Ok(());
+    }
+    let old = s.bdms[i].clone();
+    drop_attachment(w, &old)?;
+    let mut b = old;
+    b.volume_id = new;
+    b.attachment_id = uuid::Uuid::new_v4().to_string();
+    complete_attach(w, s, &mut b)?;
+    s.bdms[i] = b;
+    Ok(())
+}
+
+fn set_status(w: &mut dyn WriteTxn, volume_id: &str, status: &str) -> ApiResult<()> {
+    if let Some(mut v) = VOLUMES.get(w.as_read(), volume_id)? {
+        v.status = status.into();
+        v.updated_at = Some(crate::volume::now());
+        VOLUMES.put(w, volume_id, &v)?;
+    }
+    Ok(())
+}
+
+/// Finishes the pending attach, detach or swap of a volume, the attach of a
+/// port, or a snapshot, when the node concludes `action` about `subject`
+/// (`fault` when it failed). Other actions are ignored.
 pub(crate) fn conclude(
     w: &mut dyn WriteTxn,
     s: &mut Server,
     action: &str,
+    subject: Option<&str>,
     fault: Option<&str>,
 ) -> ApiResult<()> {
     let failed = fault.is_some();
     match action {
         "attach_volume" => {
-            let Some(i) = s.bdms.iter().position(|b| b.state == BdmState::Attaching) else {
+            let Some(i) = pending(s, subject, |b| b.state == BdmState::Attaching) else {
                 return Ok(());
             };
             if failed {
@@ -175,19 +223,22 @@ pub(crate) fn conclude(
             }
         }
         "detach_volume" => {
-            let Some(i) = s.bdms.iter().position(|b| b.state == BdmState::Detaching) else {
+            let Some(i) = pending(s, subject, |b| b.state == BdmState::Detaching) else {
                 return Ok(());
             };
             if failed {
                 s.bdms[i].state = BdmState::Attached;
-                if let Some(mut v) = VOLUMES.get(w.as_read(), &s.bdms[i].volume_id)? {
-                    v.status = "in-use".into();
-                    VOLUMES.put(w, &v.id.clone(), &v)?;
-                }
+                set_status(w, &s.bdms[i].volume_id.clone(), "in-use")?;
             } else {
                 let b = s.bdms.remove(i);
                 drop_attachment(w, &b)?;
             }
+        }
+        "swap_volume" => {
+            let Some(i) = pending(s, subject, |b| b.swapping_to.is_some()) else {
+                return Ok(());
+            };
+            conclude_swap(w, s, i, failed)?;
         }
         "spawn" if !failed => {
             for i in 0..s.bdms.len() {
@@ -199,14 +250,17 @@ pub(crate) fn conclude(
             }
         }
         "attach_port" => {
-            if s.pending_ports.is_empty() {
-                return Ok(());
-            }
-            let port = s.pending_ports.remove(0);
+            let i = match subject {
+                Some(p) => s.pending_ports.iter().position(|x| x == p),
+                None => (!s.pending_ports.is_empty()).then_some(0),
+            };
+            let Some(i) = i else { return Ok(()) };
+            let port = s.pending_ports.remove(i);
             if failed {
                 super::interfaces::unplug(w, s, &port)?;
             }
         }
+        "snapshot" => return super::snapshot::conclude(w, subject, fault),
         _ => return Ok(()),
     }
     sync_volume_ids(s);
@@ -238,6 +292,14 @@ impl Compute {
                 }
             }
             Call::Act(Action::AttachVolume { volume }) => volume.path = path(&volume.volume_id),
+            Call::Act(Action::SwapVolume {
+                old_volume_id,
+                old_path,
+                volume,
+            }) => {
+                *old_path = path(old_volume_id);
+                volume.path = path(&volume.volume_id);
+            }
             _ => {}
         }
         call
@@ -314,7 +376,7 @@ impl Compute {
                 "Cannot detach a root device volume".into(),
             ));
         }
-        if s.bdms[i].state != BdmState::Attached {
+        if s.bdms[i].state != BdmState::Attached || s.bdms[i].swapping_to.is_some() {
             return Err(ApiError::BadRequest(format!(
                 "Invalid volume: Unable to detach volume {volume_id}: it is still being attached or already being detached."
             )));
@@ -343,6 +405,35 @@ impl Compute {
         Ok(calls)
     }
 
+    /// Cinder's `os-force_detach` dropped volume `volume_id`'s attachments to
+    /// `servers`: their mappings go too, and the node of each server that
+    /// runs is told to take the disk out.
+    pub fn forget_volume(&self, volume_id: &str, servers: &[String]) -> ApiResult<Vec<Dispatch>> {
+        let mut w = self.store.write()?;
+        let mut calls = Vec::new();
+        for id in servers {
+            let Some(mut s) = SERVERS.get(w.as_read(), id)? else {
+                continue;
+            };
+            let before = s.bdms.len();
+            s.bdms.retain(|b| b.volume_id != volume_id);
+            if s.bdms.len() == before {
+                continue;
+            }
+            sync_volume_ids(&mut s);
+            if s.node.is_some() && s.vm_state != VmState::ShelvedOffloaded {
+                let call = Call::Act(Action::DetachVolume {
+                    volume_id: volume_id.to_string(),
+                });
+                calls.extend(self.call_for(w.as_read(), &s, call)?);
+            }
+            s.updated_at = now_micros();
+            SERVERS.put(&mut *w, id, &s)?;
+        }
+        w.commit()?;
+        Ok(calls)
+    }
+
     /// One mapping of a server's (404 when the volume is not attached).
     pub fn volume_attachment(
         &self,
@@ -361,7 +452,8 @@ impl Compute {
     }
 
     /// `PUT os-volume_attachments/{id}` with the same volume: changes
-    /// `delete_on_termination` (2.85). Swapping to another volume is not built.
+    /// `delete_on_termination` (2.85). With another volume: a swap
+    /// ([`Compute::swap_volume`]).
     pub fn update_volume_attachment(
         &self,
         who: &Who,
@@ -369,26 +461,117 @@ impl Compute {
         volume_id: &str,
         new_volume: &str,
         delete_on_termination: Option<bool>,
-    ) -> ApiResult<(Server, Bdm)> {
-        let (s, b) = self.modify_server(who, server_id, |s| {
+    ) -> ApiResult<Vec<Dispatch>> {
+        if new_volume != volume_id {
+            return self.swap_volume(who, server_id, volume_id, new_volume);
+        }
+        self.modify_server(who, server_id, |s| {
             check_locked(who, s)?;
             let b = s
                 .bdms
                 .iter_mut()
                 .find(|b| b.volume_id == volume_id)
                 .ok_or_else(|| not_attached(server_id, volume_id))?;
-            if new_volume != volume_id {
-                return Err(ApiError::NotImplemented(
-                    "Swapping an attached volume for another (volume swap) is not implemented in kiln."
-                        .into(),
-                ));
-            }
             if let Some(d) = delete_on_termination {
                 b.delete_on_termination = d;
             }
-            Ok(b.clone())
+            Ok(())
         })?;
-        Ok((s, b))
+        Ok(vec![])
+    }
+
+    /// Nova's swap volume: the attached `old` is replaced by `new` (available,
+    /// not smaller); the node copies the bytes and swaps the guest's backing.
+    /// 404 when a volume or the mapping is missing, 409 for the server's
+    /// state or lock, 400 for volumes that cannot take part.
+    pub fn swap_volume(
+        &self,
+        who: &Who,
+        server_id: &str,
+        old: &str,
+        new: &str,
+    ) -> ApiResult<Vec<Dispatch>> {
+        let backend = self.volume_backend();
+        let mut w = self.store.write()?;
+        let old_v = VOLUMES
+            .get(w.as_read(), old)?
+            .ok_or_else(|| volume_nf(old))?;
+        let new_v = VOLUMES
+            .get(w.as_read(), new)?
+            .ok_or_else(|| volume_nf(new))?;
+        let mut s = load(w.as_read(), who, server_id)?;
+        check_locked(who, &s)?;
+        if !SWAP_STATES.contains(&s.vm_state) || s.task_state.is_some() {
+            return Err(conflict("swap_volume", &s));
+        }
+        let i = s
+            .bdms
+            .iter()
+            .position(|b| b.volume_id == old)
+            .ok_or_else(|| {
+                ApiError::NotFound(
+                    "The volume was either invalid or not attached to the instance.".into(),
+                )
+            })?;
+        let invalid = |why: String| ApiError::BadRequest(format!("Invalid volume: {why}"));
+        if s.bdms[i].state != BdmState::Attached || s.bdms[i].swapping_to.is_some() {
+            return Err(invalid(format!(
+                "volume {old} is being attached, detached or swapped."
+            )));
+        }
+        if old_v.attachments.len() > 1 || (new_v.multiattach && !new_v.attachments.is_empty()) {
+            return Err(ApiError::BadRequest(
+                "Swapping multi-attach volumes with more than one read/write attachment is not supported.".into(),
+            ));
+        }
+        if !new_v.attachments.is_empty() {
+            return Err(invalid(
+                "new volume must be detached in order to swap.".into(),
+            ));
+        }
+        if new_v.size < old_v.size {
+            return Err(invalid(
+                "New volume must be the same size or larger.".into(),
+            ));
+        }
+        if new_v.project_id != s.project_id {
+            return Err(ApiError::Forbidden(format!(
+                "Volume {new} belongs to another project than instance {server_id}; volumes cannot be attached across projects."
+            )));
+        }
+        if new_v.status != "available" {
+            return Err(invalid(format!(
+                "Volume {new} status must be available or downloading to reserve, but the current status is {}.",
+                new_v.status
+            )));
+        }
+        if old_v.status != "in-use" {
+            return Err(invalid(format!(
+                "Volume {old} status must be in-use to begin detaching, but the current status is {}.",
+                old_v.status
+            )));
+        }
+        let mut spec = volume_spec(w.as_read(), &s.bdms[i], backend.as_deref())?;
+        spec.volume_id = new.to_string();
+        spec.size_gb = new_v.size;
+        let call = Call::Act(Action::SwapVolume {
+            old_volume_id: old.to_string(),
+            old_path: None,
+            volume: spec,
+        });
+        let calls: Vec<Dispatch> = self.call_for(w.as_read(), &s, call)?.into_iter().collect();
+        if calls.is_empty() {
+            return Err(ApiError::Conflict(format!(
+                "Cannot 'swap_volume' instance {server_id}: it is not on a host"
+            )));
+        }
+        set_status(&mut *w, old, "detaching")?;
+        set_status(&mut *w, new, "attaching")?;
+        s.bdms[i].swapping_to = Some(new.to_string());
+        record(who, &mut s, "swap_volume", false);
+        SERVERS.put(&mut *w, server_id, &s)?;
+        w.commit()?;
+        Ok(calls)
     }
 }
 

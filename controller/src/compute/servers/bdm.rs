@@ -44,6 +44,10 @@ pub struct Bdm {
     /// 0 for the root volume of a server booted from a volume.
     pub boot_index: Option<i64>,
     pub state: BdmState,
+    /// The volume a swap (os-volume_attachments update) is moving this
+    /// mapping to, until the node concludes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swapping_to: Option<String>,
 }
 
 impl Bdm {
@@ -57,6 +61,7 @@ impl Bdm {
             delete_on_termination: false,
             boot_index: None,
             state: BdmState::Attaching,
+            swapping_to: None,
         }
     }
 }

@@ -385,7 +385,13 @@ impl Compute {
             }
         }
         if let Some(name) = concludes {
-            super::attachments::conclude(&mut *w, &mut s, name, r.fault.as_deref())?;
+            super::attachments::conclude(
+                &mut *w,
+                &mut s,
+                name,
+                r.subject.as_deref(),
+                r.fault.as_deref(),
+            )?;
         }
         if let Some(a) = s.actions.last_mut() {
             if let Some(e) = a.events.last_mut() {
@@ -477,6 +483,7 @@ impl Compute {
                     concludes: Some("spawn".into()),
                     console_available: false,
                     at: now_micros(),
+                    subject: None,
                 },
             ),
             Call::Delete => {
@@ -492,7 +499,13 @@ impl Compute {
             Call::Act(a) => {
                 let mut w = self.store.write()?;
                 if let Some(mut s) = SERVERS.get(w.as_read(), &d.server_id)? {
-                    super::attachments::conclude(&mut *w, &mut s, a.name(), Some(why))?;
+                    super::attachments::conclude(
+                        &mut *w,
+                        &mut s,
+                        a.name(),
+                        a.subject(),
+                        Some(why),
+                    )?;
                     s.task_state = None;
                     s.fault = Some(fault(500, why));
                     SERVERS.put(&mut *w, &d.server_id, &s)?;

@@ -190,7 +190,8 @@ async fn create_image(on: On, arg: &Value) -> ApiResult<Response> {
     };
     let metadata = super::parse::metadata(arg.get("metadata"))?;
     let compute = state.services.compute.clone();
-    let image_id = blocking(move || compute.snapshot(&who, &id, &name, metadata)).await?;
+    let (image_id, calls) = blocking(move || compute.snapshot(&who, &id, &name, metadata)).await?;
+    deliver_later(state.services.compute.clone(), state.nodes.clone(), calls);
     if mv.at_least(45) {
         return Ok((
             StatusCode::ACCEPTED,

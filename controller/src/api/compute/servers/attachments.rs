@@ -1,5 +1,5 @@
 //! `/servers/{id}/os-volume_attachments`: list (limit/offset), attach, show,
-//! update (`delete_on_termination` at 2.85; volume swap answers 501), detach —
+//! update (`delete_on_termination` at 2.85, or a volume swap, admin only), detach —
 //! with the view of each microversion (tag 2.70, delete_on_termination 2.79,
 //! attachment_id/bdm_uuid instead of id 2.89), and
 //! [`volumes_attached`] for the server views.
@@ -234,8 +234,10 @@ async fn update(
         }
     };
     let compute = state.services.compute.clone();
-    blocking(move || compute.update_volume_attachment(&who, &id, &volume, &new_volume, dot))
-        .await?;
+    let calls =
+        blocking(move || compute.update_volume_attachment(&who, &id, &volume, &new_volume, dot))
+            .await?;
+    deliver_later(state.services.compute.clone(), state.nodes.clone(), calls);
     Ok(StatusCode::ACCEPTED)
 }
 
