@@ -3,6 +3,7 @@
 
 pub mod coalesced;
 pub mod cpuid;
+pub mod cpuid_cache;
 pub mod emulate;
 pub mod msrs;
 pub mod regs;
