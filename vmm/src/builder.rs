@@ -1,13 +1,17 @@
 //! The recipe for a VM: validate the config, open KVM, map memory, create
 //! the VM, load the guest, create devices and vCPUs, start the vCPU threads.
 //!
-//! Start-up cost matters (spawn → guest output is a benchmark): the slow
-//! KVM_GET_SUPPORTED_CPUID runs on a second thread while the VM is created
-//! and the guest loaded, and the PIT (whose creation waits for a KVM SRCU
-//! grace period, milliseconds here) is created after the vCPUs started.
+//! Start-up cost matters (spawn → guest output is a benchmark), and on this
+//! 2-CPU, nested host a thread hand-off costs more than the work it hides:
+//! everything up to vCPU 0's first KVM_RUN runs on the calling thread, in
+//! order, and vCPU 0 later runs on that same thread ([`Vm::run`]). KVM's
+//! supported CPUID comes from a per-host cache file ([`cpuid_cache`]); the PIT
+//! (whose creation waits for a KVM SRCU grace period, milliseconds here) is
+//! created by the VMM thread once the guest runs.
 
 use std::fs::OpenOptions;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -19,7 +23,7 @@ use crate::devices::serial::Console;
 use crate::devices::virtio::{self, blk::Blk, mmio::MmioTransport, net::Net, VirtioError};
 use crate::devices::{DeviceError, Devices, COM1, COM1_GSI, I8042_GSI};
 use crate::kvm::vcpu::{self, VcpuControl, VcpuSetup};
-use crate::kvm::{cpuid, regs, vm, KvmError, Step};
+use crate::kvm::{cpuid, cpuid_cache, regs, vm, KvmError, Step};
 use crate::memory::{self, GuestMemory, MemoryError};
 use crate::metrics::{trace, ExitCounters};
 use crate::vmm::{ExitSignal, Vm};
@@ -58,8 +62,8 @@ struct Prepared {
     server: Option<ControlServer>,
 }
 
-/// What vCPU 0's thread needs to start running the guest.
-struct VcpuStart {
+/// What a vCPU thread needs to run its vCPU.
+pub(crate) struct VcpuStart {
     fd: VcpuFd,
     devices: Arc<Devices>,
     control: Arc<VcpuControl>,
@@ -70,7 +74,7 @@ struct VcpuStart {
 
 impl VcpuStart {
     /// Run the vCPU on the calling thread until the VM ends.
-    fn run(self) {
+    pub(crate) fn run(self) {
         vcpu::run(
             self.fd,
             self.devices,
@@ -82,74 +86,35 @@ impl VcpuStart {
     }
 }
 
-/// vCPU 0 made on its own thread, with the supported CPUID it was made from.
-type MadeVcpu0 = Result<(kvm_bindings::CpuId, VcpuFd), KvmError>;
-
-/// Build and start the VM described by `config`.
+/// Build the VM described by `config`: everything but running vCPU 0, which
+/// [`Vm::run`] does on the calling thread (vCPUs 1.. already run on theirs).
 pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let source = config.validate()?;
     trace("config valid");
-    let kvm = Arc::new(vm::open_kvm()?);
+    let kvm = vm::open_kvm()?;
     let vcpus = config.vcpus as u8;
     let mask: Vec<cpuid::FeatureBit> = config
         .cpuid_mask
         .iter()
         .filter_map(|n| cpuid::feature(n))
         .collect();
-    // vCPU 0's thread is started first. It fetches the supported CPUID (slow
-    // here, ~1 ms) while this thread creates the VM, then creates and
-    // configures vCPU 0 while this thread loads the guest and builds the
-    // devices, and finally runs it. Starting a thread and making a vCPU cost
-    // hundreds of µs each on this platform; this way they overlap with the
-    // rest of the start-up. If the build fails, dropping the senders ends the
-    // thread.
-    let (vm_tx, vm_rx) = mpsc::channel::<Arc<VmFd>>();
-    let (made_tx, made_rx) = mpsc::channel::<MadeVcpu0>();
-    let (start_tx, start_rx) = mpsc::channel::<VcpuStart>();
-    let k = kvm.clone();
-    let thread_mask = mask.clone();
-    let vcpu0 = std::thread::Builder::new()
-        .name("vcpu0".into())
-        .stack_size(VCPU_STACK)
-        .spawn(move || {
-            let supported = k
-                .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-                .step("get_supported_cpuid");
-            drop(k);
-            let made = match supported {
-                Err(e) => Err(e),
-                Ok(cpuid) => {
-                    let Ok(vm) = vm_rx.recv() else { return };
-                    vcpu::create_unplaced(&vm, 0, vcpus, &cpuid, &thread_mask).map(|fd| (cpuid, fd))
-                }
-            };
-            if made_tx.send(made).is_err() {
-                return;
-            }
-            if let Ok(start) = start_rx.recv() {
-                start.run();
-            }
-        })
-        .map_err(BuildError::Thread)?;
-
     let mem = memory::create(config.memory_mib, config.hugepages)?;
     let vm_fd = Arc::new(vm::create(&kvm, &mem)?);
     trace("vm created");
-    // The thread may already have ended on a CPUID error; it reports that below.
-    let _ = vm_tx.send(vm_fd.clone());
     let Prepared {
         plan,
         devices,
         exit,
         server,
     } = prepare(&kvm, config, &source, &mem, &vm_fd)?;
-    let (supported, fd0) = made_rx
-        .recv()
-        .unwrap_or(Err(KvmError::Fam("vCPU 0 (its thread died)")))?;
-    vcpu::place_boot_vcpu(&fd0, plan.entry, plan.rip, plan.boot_info)?;
+    let (supported, from) = cpuid_cache::supported(&kvm, config.cpuid_cache.as_deref())?;
+    trace(match from {
+        cpuid_cache::Source::Cache => "supported cpuid (cache)",
+        cpuid_cache::Source::Kvm => "supported cpuid (kvm)",
+    });
+    drop(kvm);
     let mut fds = Vec::with_capacity(vcpus as usize);
-    fds.push(fd0);
-    for index in 1..vcpus {
+    for index in 0..vcpus {
         let setup = VcpuSetup {
             index,
             count: vcpus,
@@ -169,38 +134,27 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let devices = Arc::new(devices);
     let control = Arc::new(VcpuControl::new());
     let counters = Arc::new(ExitCounters::default());
-    let mut threads = Vec::with_capacity(fds.len());
-    for (i, fd) in fds.into_iter().enumerate() {
-        let start = VcpuStart {
+    let mut starts = fds
+        .into_iter()
+        .map(|fd| VcpuStart {
             fd,
             devices: devices.clone(),
             control: control.clone(),
             exit: exit.clone(),
             counters: counters.clone(),
             mem: mem.clone(),
-        };
-        if i == 0 {
-            // The thread is alive until it gets this (or the sender drops).
-            if start_tx.send(start).is_err() {
-                return Err(BuildError::Thread(std::io::Error::other(
-                    "vCPU 0's thread ended early",
-                )));
-            }
-            continue;
-        }
-        let t = std::thread::Builder::new()
-            .name(format!("vcpu{i}"))
-            .stack_size(VCPU_STACK)
-            .spawn(move || start.run())
-            .map_err(BuildError::Thread)?;
-        threads.push(t);
-    }
-    threads.insert(0, vcpu0);
-    trace("vcpu threads started");
+        })
+        .collect::<Vec<_>>()
+        .into_iter();
+    let boot_vcpu = starts.next();
     let mut vm = Vm {
-        mem,
+        mem: mem.clone(),
         _vm: vm_fd,
-        vcpus: threads,
+        boot_vcpu,
+        boot_thread: None,
+        boot_done: Arc::new(AtomicBool::new(false)),
+        vcpus: Vec::with_capacity(vcpus as usize),
+        vcpu_count: usize::from(vcpus),
         control,
         exit,
         devices,
@@ -211,12 +165,21 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
         paused: false,
         shutdown_deadline: None,
     };
-    // On error `vm` is dropped by `run` never being called; stop its vCPUs.
-    if let Err(e) = vm::create_pit(&vm._vm) {
-        vm.abort();
-        return Err(e.into());
+    for (i, start) in starts.enumerate() {
+        match std::thread::Builder::new()
+            .name(format!("vcpu{}", i + 1))
+            .stack_size(VCPU_STACK)
+            .spawn(move || start.run())
+        {
+            Ok(t) => vm.vcpus.push(t),
+            Err(e) => {
+                // Stop the vCPUs already running; dropping `vm` removes the socket.
+                vm.abort();
+                return Err(BuildError::Thread(e));
+            }
+        }
     }
-    trace("pit created");
+    trace("vcpu threads started");
     Ok(vm)
 }
 

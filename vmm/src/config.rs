@@ -205,6 +205,10 @@ pub struct VmConfig {
     /// How long a graceful shutdown waits for the guest before a hard stop.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Where KVM's supported CPUID is cached between VMMs (see
+    /// `kvm::cpuid_cache`); `null` asks KVM every time.
+    #[serde(default = "default_cpuid_cache")]
+    pub cpuid_cache: Option<PathBuf>,
 }
 
 fn default_vcpus() -> u32 {
@@ -215,6 +219,9 @@ fn default_memory_mib() -> u64 {
 }
 fn default_shutdown_timeout_ms() -> u64 {
     3000
+}
+fn default_cpuid_cache() -> Option<PathBuf> {
+    Some(PathBuf::from(crate::kvm::cpuid_cache::DEFAULT_PATH))
 }
 
 /// What to boot, after validation: one image, its command line and entry.

@@ -60,6 +60,32 @@ pub fn create(memory_mib: u64, hugepages: bool) -> Result<GuestMemory, MemoryErr
     GuestMemoryMmap::from_regions(regions).map_err(|_| MemoryError::Regions)
 }
 
+/// Fault in guest RAM `[start, start + len)` (clipped to its region) with
+/// one `madvise(MADV_POPULATE_WRITE)` before the VMM writes it, instead of
+/// one page fault per page (~7 µs each on this host). Best effort: on a
+/// kernel without it (before 5.14) or outside RAM, pages fault in as before.
+pub fn populate(mem: &GuestMemory, start: GuestAddress, len: u64) {
+    let Some(region) = mem.find_region(start) else {
+        return;
+    };
+    let offset = start.0 - region.start_addr().0;
+    let len = len.min(region.len() - offset);
+    let Ok(host) = region.get_host_address(vm_memory::MemoryRegionAddress(offset)) else {
+        return;
+    };
+    // madvise wants a page-aligned start.
+    let page_off = host as usize % 4096;
+    // SAFETY: the range lies inside this region's live anonymous mapping;
+    // MADV_POPULATE_WRITE only faults its pages in (their contents stay zero).
+    unsafe {
+        libc::madvise(
+            host.sub(page_off).cast(),
+            len as usize + page_off,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+}
+
 /// End of RAM below the MMIO hole.
 pub fn low_ram_end(mem: &GuestMemory) -> u64 {
     mem.iter()
@@ -116,5 +142,12 @@ mod tests {
         mem.write_obj(1u64, GuestAddress(0x20_0000)).unwrap();
         assert_eq!(resident_bytes(&mem), 2 * 4096);
         assert_eq!(low_ram_end(&mem), 64 << 20);
+        populate(&mem, GuestAddress(0x30_0800), 3 * 4096);
+        // 0x300000..0x303fff: four pages (the start was not page-aligned).
+        assert_eq!(resident_bytes(&mem), 6 * 4096);
+        let v: u64 = mem.read_obj(GuestAddress(0x30_1000)).unwrap();
+        assert_eq!(v, 0);
+        populate(&mem, GuestAddress(1 << 40), 4096);
+        assert_eq!(resident_bytes(&mem), 6 * 4096);
     }
 }

@@ -12,13 +12,43 @@ static START: OnceLock<Instant> = OnceLock::new();
 /// Mark the VMM's start; call first thing in `main`.
 pub fn mark_start() {
     let _ = START.set(Instant::now());
+    if tracing() {
+        eprintln!(
+            "kiln-vmm: trace start monotonic_ns {}",
+            clock_ns(libc::CLOCK_MONOTONIC)
+        );
+    }
 }
 
-/// Print a start-up phase with its time when `KILN_VMM_TRACE` is set.
-pub fn trace(phase: &str) {
+fn tracing() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    if *ON.get_or_init(|| std::env::var_os("KILN_VMM_TRACE").is_some()) {
-        eprintln!("kiln-vmm: trace {:>6} us {phase}", since_start_us());
+    *ON.get_or_init(|| std::env::var_os("KILN_VMM_TRACE").is_some())
+}
+
+/// A clock's reading in ns (0 if it cannot be read).
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Print a start-up phase with its time since start and the calling
+/// thread's CPU time when `KILN_VMM_TRACE` is set.
+pub fn trace(phase: &str) {
+    if tracing() {
+        let cpu_us = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) / 1000;
+        let thread = std::thread::current();
+        eprintln!(
+            "kiln-vmm: trace {:>6} us {phase} [{} cpu {cpu_us} us]",
+            since_start_us(),
+            thread.name().unwrap_or("?")
+        );
     }
 }
 

@@ -1,5 +1,6 @@
-//! A built, running VM and the main thread's loop: wait for the guest to end,
-//! serve the control socket, pause/resume/stop the vCPU threads.
+//! A built VM and how it runs: vCPU 0 on the thread that built it, and the
+//! VMM thread's loop (create the PIT, wait for the guest to end, serve the
+//! control socket, pause/resume/stop the vCPUs).
 
 use std::os::unix::io::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
@@ -12,11 +13,12 @@ use kvm_ioctls::VmFd;
 use serde_json::{json, Value};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::builder::VcpuStart;
 use crate::control::{ControlServer, Request};
 use crate::devices::Devices;
 use crate::kvm::vcpu::{kick_signal, VcpuControl, Wanted};
 use crate::memory::{resident_bytes, GuestMemory};
-use crate::metrics::{rss_kib, since_start_us, ExitCounters, Metrics};
+use crate::metrics::{rss_kib, since_start_us, trace, ExitCounters, Metrics};
 
 /// Why the VM ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,9 @@ impl ExitReason {
         }
     }
 }
+
+/// Stack of the VMM thread (poll loop and control requests).
+const VMM_STACK: usize = 256 * 1024;
 
 /// The exit eventfd, for the termination signal handler.
 static TERM_FD: AtomicI32 = AtomicI32::new(-1);
@@ -118,11 +123,19 @@ impl ExitSignal {
     }
 }
 
-/// A running VM.
+/// A built VM: vCPUs 1.. run on their threads, vCPU 0 waits for [`Vm::run`].
 pub struct Vm {
     pub(crate) mem: GuestMemory,
     pub(crate) _vm: Arc<VmFd>,
+    /// vCPU 0, until `run` runs it on the calling thread.
+    pub(crate) boot_vcpu: Option<VcpuStart>,
+    /// The thread running vCPU 0 (set by `run`), to kick it.
+    pub(crate) boot_thread: Option<libc::pthread_t>,
+    /// vCPU 0 has returned (or will never run).
+    pub(crate) boot_done: Arc<AtomicBool>,
+    /// Threads of vCPUs 1...
     pub(crate) vcpus: Vec<JoinHandle<()>>,
+    pub(crate) vcpu_count: usize,
     pub(crate) control: Arc<VcpuControl>,
     pub(crate) exit: Arc<ExitSignal>,
     pub(crate) devices: Arc<Devices>,
@@ -135,9 +148,43 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Serve until the guest ends; stop the vCPUs and return why it ended.
-    /// The control socket file is removed before this returns.
+    /// Run vCPU 0 on the calling thread and everything else (PIT, control
+    /// socket, exits) on a new VMM thread until the guest ends; stop the
+    /// vCPUs and return why it ended. The control socket file is removed
+    /// before this returns.
     pub fn run(mut self) -> ExitReason {
+        let boot = self.boot_vcpu.take();
+        let done = self.boot_done.clone();
+        // SAFETY: pthread_self has no preconditions. This thread outlives the
+        // VMM thread (it joins it below), so the id stays valid for kicks.
+        self.boot_thread = Some(unsafe { libc::pthread_self() });
+        let service = match std::thread::Builder::new()
+            .name("vmm".into())
+            .stack_size(VMM_STACK)
+            .spawn(move || self.serve())
+        {
+            Ok(t) => t,
+            // `self` went with the closure: the socket is removed, the
+            // process ends with vCPUs 1.. when the caller returns.
+            Err(e) => return ExitReason::VcpuError(format!("cannot start the VMM thread: {e}")),
+        };
+        if let Some(b) = boot {
+            b.run();
+        }
+        done.store(true, Ordering::SeqCst);
+        service
+            .join()
+            .unwrap_or_else(|_| ExitReason::VcpuError("the VMM thread died".into()))
+    }
+
+    /// The VMM thread: the PIT, then serve until the guest ends.
+    fn serve(mut self) -> ExitReason {
+        // Created here, with the guest already running: its creation waits
+        // for a KVM SRCU grace period (milliseconds on this platform).
+        match crate::kvm::vm::create_pit(&self._vm) {
+            Ok(()) => trace("pit created"),
+            Err(e) => self.exit.request(ExitReason::VcpuError(e.to_string())),
+        }
         let reason = loop {
             if TERMINATED.load(Ordering::SeqCst) {
                 self.exit.request(ExitReason::Terminated);
@@ -202,7 +249,7 @@ impl Vm {
                     self.kick();
                     if !self
                         .control
-                        .wait_parked(self.vcpus.len(), Duration::from_secs(2))
+                        .wait_parked(self.vcpu_count, Duration::from_secs(2))
                     {
                         return crate::control::error("vCPUs did not pause within 2 s");
                     }
@@ -247,7 +294,7 @@ impl Vm {
                     guest_resident_kib: guest,
                     overhead_kib: rss.saturating_sub(guest),
                     memory_mib: self.memory_mib,
-                    vcpus: self.vcpus.len() as u32,
+                    vcpus: self.vcpu_count as u32,
                 };
                 json!({"ok": true, "metrics": m, "disks": self.disks()})
             }
@@ -294,10 +341,18 @@ impl Vm {
             // SAFETY: the thread handle is not yet joined, so its pthread_t is valid.
             unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
         }
+        if let Some(b) = self.boot_thread {
+            if !self.boot_done.load(Ordering::SeqCst) {
+                // SAFETY: vCPU 0's thread lives until it has joined this one.
+                unsafe { libc::pthread_kill(b, kick_signal()) };
+            }
+        }
     }
 
     /// Stop the vCPUs of a VM that will not be run (build failed late).
     pub(crate) fn abort(&mut self) {
+        self.boot_vcpu = None;
+        self.boot_done.store(true, Ordering::SeqCst);
         self.exit
             .request(ExitReason::VcpuError("VM build aborted".into()));
         self.stop_vcpus();
@@ -308,7 +363,10 @@ impl Vm {
         // A kick that lands before a new thread has registered its kvm_run
         // is lost, so kick until every thread has finished.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.vcpus.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        let running = |vm: &Self| {
+            !vm.boot_done.load(Ordering::SeqCst) || vm.vcpus.iter().any(|t| !t.is_finished())
+        };
+        while running(self) && Instant::now() < deadline {
             self.kick();
             std::thread::sleep(Duration::from_micros(500));
         }

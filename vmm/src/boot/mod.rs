@@ -13,8 +13,8 @@ use linux_loader::loader::{self, BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::config::{BootSource, Entry};
-use crate::layout::{CMDLINE, CMDLINE_MAX, HIMEM, PVH_INFO, ZERO_PAGE};
-use crate::memory::{low_ram_end, GuestMemory};
+use crate::layout::{CMDLINE, CMDLINE_MAX, HIMEM, PD, PVH_INFO, ZERO_PAGE};
+use crate::memory::{low_ram_end, populate, GuestMemory};
 
 /// Errors loading the guest.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,11 @@ pub fn load(mem: &GuestMemory, src: &BootSource, vcpus: u8) -> Result<BootPlan, 
             limit: low_end,
         });
     }
+    // The pages the VMM is about to write (boot tables, command line, zero
+    // page, stack; the image) are faulted in with one call each.
+    populate(mem, GuestAddress(0), CMDLINE + CMDLINE_MAX as u64);
+    populate(mem, GuestAddress(PVH_INFO), PD + 0x1000 - PVH_INFO);
+    populate(mem, GuestAddress(HIMEM), image_len);
     let load_err = |source| BootError::Load {
         path: src.image.clone(),
         source,
@@ -116,7 +121,7 @@ pub fn load(mem: &GuestMemory, src: &BootSource, vcpus: u8) -> Result<BootPlan, 
         Entry::Linux64 => {
             let rip = if is_elf {
                 // The ELF entry point is where linux-loader reports the load.
-                elf_entry(&src.image)?
+                elf_entry(&image, &src.image)?
             } else {
                 // The 64-bit entry of a bzImage is 0x200 past its load address.
                 result.kernel_load.0 + 0x200
@@ -147,11 +152,11 @@ pub fn load(mem: &GuestMemory, src: &BootSource, vcpus: u8) -> Result<BootPlan, 
 
 /// Read `e_entry` from an ELF64 header (linux-loader reports only the load
 /// address).
-fn elf_entry(path: &std::path::Path) -> Result<u64, BootError> {
-    use std::io::Read;
+fn elf_entry(image: &File, path: &std::path::Path) -> Result<u64, BootError> {
+    use std::os::unix::fs::FileExt;
     let mut hdr = [0u8; 32];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut hdr))
+    image
+        .read_exact_at(&mut hdr, 0)
         .map_err(|source| BootError::Open {
             path: path.to_path_buf(),
             source,

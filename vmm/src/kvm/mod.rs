@@ -3,7 +3,9 @@
 
 pub mod coalesced;
 pub mod cpuid;
+pub mod cpuid_cache;
 pub mod emulate;
+pub mod keeper;
 pub mod msrs;
 pub mod regs;
 pub mod vcpu;

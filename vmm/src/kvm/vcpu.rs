@@ -245,6 +245,7 @@ pub fn run(
     // queue in a ring shared with KVM instead of exiting to us, and are
     // replayed here, in order, before the exit that follows them.
     let mut ring = super::coalesced::Ring::map(&vcpu);
+    crate::metrics::trace("first run");
     loop {
         // The VM is over, or the main thread wants us parked or gone.
         if exit.reason().is_some() || (control.wanted() != Wanted::Run && !control.park_if_asked())

@@ -22,6 +22,7 @@ pub fn open_kvm() -> Result<Kvm, KvmError> {
 /// Create the VM: memory slots, TSS and identity-map pages, irqchip.
 pub fn create(kvm: &Kvm, mem: &GuestMemory) -> Result<VmFd, KvmError> {
     let vm = kvm.create_vm().step("create_vm")?;
+    crate::metrics::trace("create_vm");
     for (slot, region) in mem.iter().enumerate() {
         let host = region.get_host_address(MemoryRegionAddress(0))?;
         let r = kvm_userspace_memory_region {
@@ -35,6 +36,7 @@ pub fn create(kvm: &Kvm, mem: &GuestMemory) -> Result<VmFd, KvmError> {
         // the VM (the builder keeps both until the process ends).
         unsafe { vm.set_user_memory_region(r) }.step("set_user_memory_region")?;
     }
+    crate::metrics::trace("memory slots");
     vm.set_tss_address(KVM_TSS as usize)
         .step("set_tss_address")?;
     vm.set_identity_map_address(KVM_IDENTITY_MAP)
