@@ -448,7 +448,7 @@ async fn request_keys_follow_their_versions() {
     assert!(h.get("location").is_none());
     assert_eq!(keys(&v), ["image_id"].into());
 
-    // unshelve: a body from 2.77 (a chosen zone is not built: 501).
+    // unshelve: a body from 2.77; `host` from 2.91.
     let (s, _) = cx
         .status(Method::POST, &action, 77, json!({"unshelve": {}}))
         .await;
