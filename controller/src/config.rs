@@ -49,6 +49,9 @@ pub struct Config {
     pub bootstrap_admin_password: Option<String>,
     pub security_compliance: SecurityComplianceConfig,
     pub password_hashing: HashCost,
+    /// Nova's `reclaim_instance_interval` (seconds): 0 (the default) deletes
+    /// servers at once; more makes `DELETE` a soft delete, reclaimed after it.
+    pub reclaim_instance_interval: u64,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             bootstrap_admin_password: None,
             security_compliance: SecurityComplianceConfig::default(),
             password_hashing: HashCost::default(),
+            reclaim_instance_interval: 0,
         }
     }
 }

@@ -89,6 +89,10 @@ impl Server {
         };
         let state = AppState::new(identity, Catalog::new(&public_url), &data_dir)
             .map_err(|e| anyhow::anyhow!("cannot open the services: {e}"))?;
+        state
+            .services
+            .compute
+            .set_reclaim_interval(config.reclaim_instance_interval);
         Ok(Server {
             listener,
             local_addr,
@@ -125,11 +129,18 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let reclaimer = crate::compute::servers::soft_delete::spawn_reclaimer(
+            self.state.services.compute.clone(),
+            self.state.nodes.clone(),
+        );
         let router = app(self.state);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("server failed")?;
+        if let Some(r) = reclaimer {
+            r.abort();
+        }
         Ok(())
     }
 }

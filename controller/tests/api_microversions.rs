@@ -450,7 +450,7 @@ async fn request_keys_follow_their_versions() {
     assert_eq!(keys(&v), ["image_id"].into());
     report(&cx.cloud, "n1", &id, VmState::Active, None, "snapshot").await;
 
-    // unshelve: a body from 2.77 (a chosen zone is not built: 501).
+    // unshelve: a body from 2.77; `host` from 2.91.
     let (s, _) = cx
         .status(Method::POST, &action, 77, json!({"unshelve": {}}))
         .await;

@@ -35,6 +35,10 @@ pub struct UpArgs {
     /// (Nova's `service_down_time`).
     #[arg(long, default_value_t = 60)]
     pub node_down_after: u64,
+    /// Nova's `reclaim_instance_interval` in seconds: 0 deletes servers at once,
+    /// more soft-deletes them (restorable until reclaimed).
+    #[arg(long, default_value_t = 0)]
+    pub reclaim_instance_interval: u64,
     /// This host's node: driver (`kvm` when /dev/kvm is usable, else `sim`) and sizes.
     #[command(flatten)]
     pub node: crate::serve::NodeArgs,
@@ -48,6 +52,7 @@ impl UpArgs {
             token_ttl: self.token_ttl,
             public_url: self.public_url.clone(),
             bootstrap_admin_password: self.admin_password.clone(),
+            reclaim_instance_interval: self.reclaim_instance_interval,
             security_compliance: SecurityComplianceConfig {
                 preset: self.security_compliance,
                 ..SecurityComplianceConfig::default()

@@ -200,3 +200,50 @@ fn servers_through_their_life() {
         .ok();
     cloud.admin(&["server", "delete", "--wait", "vm4"]).ok();
 }
+
+#[test]
+fn soft_delete_restore_and_force_delete() {
+    let dir = ScratchDir::new("acc-soft-delete");
+    let cloud = Cloud::start(
+        &dir.0,
+        &["--driver", "sim", "--reclaim-instance-interval", "3600"],
+    );
+    let raw = dir.0.join("disk.raw");
+    std::fs::write(&raw, vec![0u8; 4096]).unwrap();
+    let raw = raw.to_str().unwrap().to_string();
+    cloud
+        .admin(&[
+            "image",
+            "create",
+            "--file",
+            &raw,
+            "--disk-format",
+            "raw",
+            "--container-format",
+            "bare",
+            "cirros",
+        ])
+        .ok();
+    let s = cloud
+        .admin(&[
+            "server", "create", "--image", "cirros", "--flavor", "m1.tiny", "--wait", "-f", "json",
+            "vm",
+        ])
+        .json();
+    let id = s["id"].as_str().unwrap().to_string();
+    // Soft-deleted servers leave lists (so the CLI finds them by ID only).
+    cloud.admin(&["server", "delete", &id]).ok();
+    wait_for(&cloud, &id, "SOFT_DELETED");
+    let list = cloud.admin(&["server", "list", "-f", "json"]).json();
+    assert_eq!(list.as_array().unwrap().len(), 0, "{list}");
+    cloud.admin(&["server", "restore", &id]).ok();
+    wait_for(&cloud, &id, "ACTIVE");
+    cloud.admin(&["server", "delete", &id]).ok();
+    wait_for(&cloud, &id, "SOFT_DELETED");
+    cloud
+        .admin(&["server", "delete", "--force", "--wait", &id])
+        .ok();
+    cloud
+        .admin(&["server", "show", &id])
+        .fails_with(&format!("No server with a name or ID of '{id}' exists."));
+}

@@ -49,6 +49,9 @@ pub struct Compute {
     directory: std::sync::RwLock<Arc<dyn usage::ServerDirectory>>,
     /// Where volume bytes live (nodes are told the files; see `servers::attachments`).
     volume_backend: std::sync::RwLock<Option<Arc<dyn crate::volume::VolumeBackend>>>,
+    /// Nova's `reclaim_instance_interval` in seconds: 0 deletes at once, more
+    /// soft-deletes (see `servers::soft_delete`).
+    reclaim_interval_secs: std::sync::atomic::AtomicU64,
 }
 
 impl Compute {
@@ -59,6 +62,7 @@ impl Compute {
             store,
             directory: std::sync::RwLock::new(Arc::new(usage::NoServers)),
             volume_backend: std::sync::RwLock::new(None),
+            reclaim_interval_secs: std::sync::atomic::AtomicU64::new(0),
         };
         c.seed_flavors()?;
         Ok(c)

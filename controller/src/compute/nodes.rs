@@ -36,6 +36,7 @@ impl Compute {
             used_ram_mb: old.as_ref().map_or(0, |o| o.used_ram_mb),
             used_disk_gb: old.as_ref().map_or(0, |o| o.used_disk_gb),
             last_seen: now_micros(),
+            caps: old.map(|o| o.caps).unwrap_or_default(),
         };
         NODES.put(&mut *w, &reg.id, &node)?;
         w.commit()?;
@@ -133,7 +134,7 @@ mod tests {
             vcpus: 1,
             ram_mb: 1,
             disk_gb: 1,
-            az: None,
+            ..Demand::default()
         };
         let handles: Vec<_> = (0..24)
             .map(|_| {

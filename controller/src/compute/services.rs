@@ -376,7 +376,7 @@ mod tests {
             vcpus: 1,
             ram_mb: 1,
             disk_gb: 1,
-            az: None,
+            ..Demand::default()
         };
         let off = ServiceChange {
             disabled: Some(true),

@@ -107,6 +107,7 @@ mod tests {
             used_ram_mb: used_ram,
             used_disk_gb: 0,
             last_seen: 0,
+            caps: Default::default(),
         }
     }
 
@@ -115,6 +116,12 @@ mod tests {
         ram_mb: 512,
         disk_gb: 1,
         az: None,
+        host: None,
+        image: crate::scheduler::image_props::ImageReqs {
+            arch: None,
+            hv_type: None,
+            vm_mode: None,
+        },
     };
 
     fn pick(policy: Policy, members: &[&str], nodes: &[NodeState]) -> Option<String> {

@@ -1,9 +1,11 @@
 //! Scheduling as pure functions over data: filters (enabled/up, vCPU, RAM, disk with
-//! allocation ratios, availability zone) and weighers (spread by default, pack as
+//! allocation ratios, availability zone, a requested host, image properties —
+//! [`image_props`]) and weighers (spread by default, pack as
 //! an option). The claim that applies the choice lives in
 //! [`crate::compute::nodes`], in the same write transaction that reads the nodes.
 
 pub mod affinity;
+pub mod image_props;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -24,15 +26,22 @@ pub struct NodeState {
     pub used_disk_gb: u64,
     /// Microseconds since the epoch of the last heartbeat.
     pub last_seen: i64,
+    /// What it runs (the image-properties filter); a KVM host's when unknown.
+    #[serde(default)]
+    pub caps: image_props::Capabilities,
 }
 
 /// What one server needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Demand {
     pub vcpus: u64,
     pub ram_mb: u64,
     pub disk_gb: u64,
     pub az: Option<String>,
+    /// A host the request names (unshelve at 2.91); any when `None`.
+    pub host: Option<String>,
+    /// What the server's image asks of the host.
+    pub image: image_props::ImageReqs,
 }
 
 /// Nova's allocation ratios (its defaults: 16 vCPU, 1.5 RAM, 1.0 disk).
@@ -94,6 +103,8 @@ pub fn fits(node: &NodeState, demand: &Demand, ratios: Ratios, now: i64) -> bool
     node.enabled
         && is_up(node, now)
         && demand.az.as_deref().is_none_or(|az| az == node.az)
+        && demand.host.as_deref().is_none_or(|h| h == node.host)
+        && demand.image.passes(&node.caps)
         && node.used_vcpus + demand.vcpus <= capacity(node.vcpus, ratios.cpu)
         && node.used_ram_mb + demand.ram_mb <= capacity(node.ram_mb, ratios.ram)
         && node.used_disk_gb + demand.disk_gb <= capacity(node.disk_gb, ratios.disk)
@@ -142,6 +153,7 @@ mod tests {
             used_ram_mb: used_ram,
             used_disk_gb: 0,
             last_seen: 0,
+            caps: Default::default(),
         }
     }
 
@@ -150,7 +162,7 @@ mod tests {
             vcpus: 1,
             ram_mb: ram,
             disk_gb: 1,
-            az: None,
+            ..Demand::default()
         }
     }
 

@@ -20,6 +20,7 @@ use crate::network::ports::{create_in, FixedIpReq, PortCreate};
 use crate::network::{ops as netops, tables as nettables, Ctx};
 use crate::protocol::{PowerState, VmState};
 use crate::scheduler::affinity::{choose_for_group, Policy};
+use crate::scheduler::image_props::ImageReqs;
 use crate::scheduler::{choose, Demand, NodeState, Ratios, Weigher};
 use crate::store::{ReadTxn, WriteTxn};
 
@@ -64,6 +65,8 @@ pub struct CreateReq {
     pub volumes: Vec<super::bdm::BdmReq>,
     /// `hostname` (2.90).
     pub hostname: Option<String>,
+    /// `trusted_image_certificates` (2.63).
+    pub trusted_certs: Option<Vec<String>>,
 }
 
 /// How many tries a build gets on different hosts before ERROR.
@@ -278,6 +281,7 @@ impl Compute {
             writer: true,
         };
         let mut w = self.store.write()?;
+        let mut image_reqs = ImageReqs::default();
         if !req.image_ref.is_empty() {
             let img = IMAGES.get(w.as_read(), &req.image_ref)?;
             let visible = img.as_ref().is_some_and(|i| {
@@ -299,6 +303,7 @@ impl Compute {
                     req.image_ref
                 )));
             }
+            image_reqs = ImageReqs::from_properties(&img.properties);
         }
         let nets = resolve_networks(w.as_read(), &ctx, &req.networks)?;
         let existing_volumes = req
@@ -419,6 +424,8 @@ impl Compute {
                 )],
                 hostname: req.hostname.clone(),
                 pinned_az: az.clone(),
+                image_reqs: image_reqs.clone(),
+                trusted_certs: req.trusted_certs.clone(),
             };
             match pick_in(&mut nodes, &s.demand(), &elsewhere, placement.as_ref()) {
                 Some(node) => {

@@ -45,7 +45,7 @@ pub enum Verb {
     RevertResize,
     Shelve,
     ShelveOffload,
-    Unshelve,
+    Unshelve(super::unshelve::Target),
     Lock {
         reason: Option<String>,
     },
@@ -87,10 +87,14 @@ fn rule(v: &Verb) -> (&'static str, &'static [VmState], Option<&'static str>) {
             Some("shelving"),
         ),
         Verb::ShelveOffload => ("shelveOffload", &[Shelved], Some("shelving_offloading")),
-        Verb::Unshelve => ("unshelve", &[Shelved, ShelvedOffloaded], Some("unshelving")),
+        Verb::Unshelve(_) => ("unshelve", &[Shelved, ShelvedOffloaded], Some("unshelving")),
         Verb::ChangePassword => ("changePassword", &[Active], None),
         Verb::ForceDelete => ("forceDelete", &[SoftDeleted], None),
-        Verb::Restore => ("restore", &[SoftDeleted], None),
+        Verb::Restore => (
+            "restore",
+            &[SoftDeleted],
+            Some(super::soft_delete::RESTORING),
+        ),
         Verb::Lock { .. } | Verb::Unlock | Verb::ResetState { .. } | Verb::Delete => (
             "",
             &[
@@ -146,7 +150,7 @@ fn demand_of(f: &FlavorCopy) -> Demand {
         vcpus: f.vcpus,
         ram_mb: f.ram,
         disk_gb: f.disk + f.ephemeral,
-        az: None,
+        ..Demand::default()
     }
 }
 
@@ -179,8 +183,12 @@ impl Compute {
         let mut w = self.store.write()?;
         let mut s = load(w.as_read(), who, id)?;
         let (name, allowed, task) = rule(&verb);
-        match verb {
+        match &verb {
             Verb::Lock { .. } | Verb::Unlock => {}
+            Verb::Unshelve(t) => {
+                check_locked(who, &s)?;
+                super::unshelve::check_policy(who, t)?;
+            }
             Verb::ResetState { .. } => {
                 if !who.admin {
                     return Err(ApiError::Forbidden(
@@ -275,18 +283,8 @@ impl Compute {
                 });
             }
             Verb::Shelve | Verb::ShelveOffload => action = Some(Action::ShelveOffload),
-            Verb::Unshelve => {
-                if s.node.is_none() {
-                    let mut nodes = NODES.values(w.as_read())?;
-                    let Some(node) = pick(&mut nodes, &s.demand(), &[]) else {
-                        return Err(ApiError::Conflict(NO_VALID_HOST.into()));
-                    };
-                    let node = node.clone();
-                    NODES.put(&mut *w, &node.id, &node)?;
-                    BY_NODE.put(&mut *w, &project_key(&node.id, &s.id), &())?;
-                    s.node = Some(node.id.clone());
-                    s.host = Some(node.host.clone());
-                }
+            Verb::Unshelve(target) => {
+                super::unshelve::place(&mut *w, &mut s, target)?;
                 let spawn = spawn_of(w.as_read(), &s)?;
                 if let Some(d) = self.call_for(w.as_read(), &s, Call::Spawn(Box::new(spawn)))? {
                     calls.push(d);
@@ -306,8 +304,12 @@ impl Compute {
                 s.vm_state = if *active { Active } else { Error };
                 s.task_state = None;
             }
-            Verb::ChangePassword | Verb::ForceDelete | Verb::Restore => {}
-            Verb::Delete => {
+            Verb::ChangePassword => {}
+            Verb::Restore => action = Some(super::soft_delete::restore(&mut s)),
+            Verb::Delete if self.reclaim_interval() > 0 && super::soft_delete::applies(&s) => {
+                action = super::soft_delete::begin(&mut s);
+            }
+            Verb::Delete | Verb::ForceDelete => {
                 s.task_state = Some("deleting".into());
                 match self.call_for(w.as_read(), &s, Call::Delete)? {
                     Some(d) => calls.push(d),
@@ -370,6 +372,11 @@ impl Compute {
                 s.host = None;
                 s.vm_state = ShelvedOffloaded;
                 s.power_state = PowerState::Shutdown;
+                s.task_state = None;
+            }
+            _ if super::soft_delete::concludes_soft_delete(&s, concludes, failed) => {
+                s.vm_state = SoftDeleted;
+                s.power_state = r.power_state;
                 s.task_state = None;
             }
             _ => {
@@ -527,6 +534,10 @@ impl Compute {
             disk_gb: reg.disk_gb,
         })?;
         let mut w = self.store.write()?;
+        if let Some(mut n) = NODES.get(w.as_read(), &reg.node_id)? {
+            n.caps = crate::scheduler::image_props::Capabilities::from_strings(&reg.capabilities);
+            NODES.put(&mut *w, &reg.node_id, &n)?;
+        }
         NODE_URLS.put(&mut *w, &reg.node_id, &reg.url)?;
         let tunnel = reg
             .tunnel_ip
@@ -608,7 +619,7 @@ impl Compute {
 
 /// Everything a deleted server held: claim, indexes, quota usage, ports,
 /// volumes. Returns the volumes deleted with it (their bytes go after the commit).
-fn finish_delete(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<Vec<String>> {
+pub(crate) fn finish_delete(w: &mut dyn WriteTxn, s: &Server) -> ApiResult<Vec<String>> {
     if let Some(gid) = &s.scheduler_group {
         if let Some(mut g) = SERVER_GROUPS.get(w.as_read(), gid)? {
             g.members.retain(|(m, _)| *m != s.id);

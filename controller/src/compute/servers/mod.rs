@@ -17,7 +17,9 @@ pub mod link;
 pub mod model;
 pub mod query;
 pub mod snapshot;
+pub mod soft_delete;
 pub mod tables;
+pub mod unshelve;
 
 use crate::compute::Compute;
 use crate::error::{ApiError, ApiResult};

@@ -138,6 +138,13 @@ pub struct Server {
     /// `pinned_availability_zone`); `az` also holds the node's.
     #[serde(default)]
     pub pinned_az: Option<String>,
+    /// What the image asks of the host (the image-properties filter), kept
+    /// from create like Nova's request spec.
+    #[serde(default)]
+    pub image_reqs: crate::scheduler::image_props::ImageReqs,
+    /// `trusted_image_certificates` (2.63), `None` when not given.
+    #[serde(default)]
+    pub trusted_certs: Option<Vec<String>>,
 }
 
 impl Server {
@@ -153,6 +160,8 @@ impl Server {
             ram_mb: self.flavor.ram,
             disk_gb: self.flavor.disk + self.flavor.ephemeral,
             az: self.az.clone(),
+            host: None,
+            image: self.image_reqs.clone(),
         }
     }
 

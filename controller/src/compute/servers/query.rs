@@ -10,6 +10,7 @@ use super::tables::{BY_PROJECT, SERVERS};
 use crate::clock::now_micros;
 use crate::compute::{Compute, Who};
 use crate::error::{ApiError, ApiResult};
+use crate::protocol::VmState;
 use crate::store::{ReadTxn, Table};
 
 /// Nova's `max_limit`.
@@ -38,6 +39,8 @@ pub struct ListQuery {
     pub not_tags_any: Vec<String>,
     pub limit: Option<usize>,
     pub marker: Option<String>,
+    /// `deleted` (admins): `true` lists only the (soft-)deleted servers.
+    pub deleted: Option<bool>,
 }
 
 pub(crate) fn visible(who: &Who, s: &Server) -> bool {
@@ -52,6 +55,17 @@ pub(crate) fn load(r: &dyn ReadTxn, who: &Who, id: &str) -> ApiResult<Server> {
 }
 
 fn matches(s: &Server, q: &ListQuery, name_re: Option<&fancy_regex::Regex>) -> bool {
+    // Nova leaves soft-deleted servers out unless `deleted=true` asks for the
+    // deleted ones, or `changes-since`/`changes-before` (without `deleted`) ask
+    // for everything that changed.
+    let soft = s.vm_state == VmState::SoftDeleted;
+    let shown = match q.deleted {
+        Some(d) => d == soft,
+        None => !soft || q.changes_since.is_some() || q.changes_before.is_some(),
+    };
+    if !shown {
+        return false;
+    }
     if let Some(re) = name_re {
         if !re.is_match(&s.name).unwrap_or(false) {
             return false;

@@ -55,10 +55,7 @@ fn verb(name: &str, arg: &Value, mv: Microversion) -> ApiResult<Option<Verb>> {
         "revertResize" => Verb::RevertResize,
         "shelve" => Verb::Shelve,
         "shelveOffload" => Verb::ShelveOffload,
-        "unshelve" => {
-            super::rules::unshelve(arg, mv)?;
-            Verb::Unshelve
-        }
+        "unshelve" => Verb::Unshelve(super::rules::unshelve(arg, mv)?),
         "changePassword" => {
             if field("adminPass").is_none() {
                 return Err(ApiError::BadRequest(
@@ -212,8 +209,10 @@ fn with_location(resp: &mut Response, href: &str) {
 
 /// `rebuild`: 202 with the server as Nova's rebuild view shows it (trimmed
 /// below 2.75, `key_name` from 2.54, `user_data` from 2.57), `adminPass`, and
-/// the server's Location. Description (2.19), hostname (2.90) and metadata are
-/// applied; a different key pair (2.54) or user data (2.57) is not built (501).
+/// the server's Location. Description (2.19), key pair (2.54, the caller's;
+/// null removes it), user data (2.57, null clears it), trusted certificates
+/// (2.63, null clears them; not for volume-backed servers), hostname (2.90)
+/// and metadata are applied.
 async fn rebuild(on: On, arg: &Value) -> ApiResult<Response> {
     let On {
         state,
@@ -235,25 +234,23 @@ async fn rebuild(on: On, arg: &Value) -> ApiResult<Response> {
     };
     let extra = super::rules::rebuild(o, mv)?;
     let current = state.services.compute.server(&who, &id)?;
-    let unbuilt = |what: &str| {
-        Err(ApiError::NotImplemented(format!(
-            "Changing the {what} of a server at rebuild is not implemented in kiln."
-        )))
+    if matches!(extra.trusted_certs, Some(Some(_))) && current.image_ref.is_empty() {
+        return Err(ApiError::BadRequest(
+            super::rules::TRUSTED_CERTS_VOLUME.into(),
+        ));
+    }
+    // The key pair is the caller's (users own key pairs, projects own servers).
+    let key = match &extra.key_name {
+        Some(Some(k)) => Some(Some(
+            state
+                .services
+                .compute
+                .keypair(&who, k, None)
+                .map_err(|_| ApiError::BadRequest("Invalid key_name provided.".into()))?,
+        )),
+        Some(None) => Some(None),
+        None => None,
     };
-    if extra
-        .key_name
-        .as_ref()
-        .is_some_and(|k| *k != current.key_name)
-    {
-        return unbuilt("key pair");
-    }
-    if extra
-        .user_data
-        .as_ref()
-        .is_some_and(|u| *u != current.user_data)
-    {
-        return unbuilt("user data");
-    }
     let verb = Verb::Rebuild {
         image_ref: Some(image.rsplit('/').next().unwrap_or_default().to_string()),
         name: extra.name.clone(),
@@ -276,6 +273,16 @@ async fn rebuild(on: On, arg: &Value) -> ApiResult<Response> {
             }
             if let Some(m) = extra.metadata {
                 s.metadata = m;
+            }
+            if let Some(k) = key {
+                s.key_name = k.as_ref().map(|k| k.name.clone());
+                s.key_data = k.map(|k| k.public_key);
+            }
+            if let Some(u) = extra.user_data {
+                s.user_data = u;
+            }
+            if let Some(c) = extra.trusted_certs {
+                s.trusted_certs = c;
             }
             Ok(())
         })?;

@@ -4,6 +4,7 @@
 
 mod actions;
 pub mod attachments;
+mod instance_actions;
 pub mod interfaces;
 mod parse;
 mod rules;
@@ -58,11 +59,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             &format!("{S}/{{id}}/os-instance-actions"),
-            get(actions_list),
+            get(instance_actions::list),
         )
         .route(
             &format!("{S}/{{id}}/os-instance-actions/{{req}}"),
-            get(action_show),
+            get(instance_actions::show),
         )
         .merge(attachments::router())
         .merge(interfaces::router())
@@ -139,6 +140,12 @@ fn list_query(q: &QueryParams, who: &Who, mv: Microversion) -> ApiResult<ListQue
         not_tags_any: list("not-tags-any"),
         limit,
         marker: q.get("marker").map(str::to_string),
+        deleted: admin_only("deleted").map(|v| {
+            matches!(
+                v.to_ascii_lowercase().as_str(),
+                "true" | "1" | "yes" | "on" | "t" | "y"
+            )
+        }),
     })
 }
 
@@ -617,45 +624,4 @@ async fn tag_remove(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-// --- os-instance-actions ---
-
-async fn actions_list(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    mv: Microversion,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
-    let who = Who::of(&caller);
-    let s = state.services.compute.server(&who, &id)?;
-    let list: Vec<Value> = s
-        .actions
-        .iter()
-        .rev()
-        .map(|a| views::action(&s, a, false, &who, mv))
-        .collect();
-    Ok(axum::Json(json!({"instanceActions": list})))
-}
-
-async fn action_show(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-    mv: Microversion,
-    Path((id, req)): Path<(String, String)>,
-) -> ApiResult<axum::Json<Value>> {
-    let who = Who::of(&caller);
-    let s = state.services.compute.server(&who, &id)?;
-    let a = s
-        .actions
-        .iter()
-        .find(|a| a.request_id == req)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "Action for request_id {req} on instance {id} not found"
-            ))
-        })?;
-    Ok(axum::Json(
-        json!({"instanceAction": views::action(&s, a, true, &who, mv)}),
-    ))
 }

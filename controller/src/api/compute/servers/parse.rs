@@ -317,6 +317,12 @@ pub fn create(body: &Map<String, Value>, mv: Microversion) -> ApiResult<(CreateR
         } else {
             None
         },
+        trusted_certs: super::rules::trusted_certs(o, mv)?.flatten(),
     };
+    if req.trusted_certs.is_some() && req.image_ref.is_empty() {
+        return Err(ApiError::BadRequest(
+            super::rules::TRUSTED_CERTS_VOLUME.into(),
+        ));
+    }
     Ok((req, return_reservation_id))
 }

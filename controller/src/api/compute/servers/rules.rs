@@ -25,6 +25,7 @@
 use serde_json::{Map, Value};
 
 use super::parse::bad;
+use crate::compute::servers::unshelve::Target;
 use crate::error::{ApiError, ApiResult};
 use crate::microversion::Microversion;
 
@@ -69,8 +70,7 @@ pub fn hostname(h: &str, mv: Microversion) -> ApiResult<()> {
 
 /// The create rules that depend on the version beyond which keys exist:
 /// `networks` required from 2.37, `hostname` checks (2.90/2.94) and not with
-/// several servers, `description` at most 255 characters (2.19), trusted
-/// certificates (2.63) not built.
+/// several servers, `description` at most 255 characters (2.19).
 pub fn create(o: &Map<String, Value>, mv: Microversion) -> ApiResult<()> {
     if mv.at_least(37) && !o.contains_key("networks") {
         return Err(bad("server", "'networks' is a required property"));
@@ -99,25 +99,58 @@ pub fn create(o: &Map<String, Value>, mv: Microversion) -> ApiResult<()> {
             }
         }
     }
-    if mv.at_least(63) {
-        match o.get("trusted_image_certificates") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(a)) if a.is_empty() => {}
-            Some(Value::Array(_)) => {
-                return Err(ApiError::NotImplemented(
-                    "Trusted image certificate validation is not implemented in kiln.".into(),
-                ))
-            }
-            Some(v) => {
+    Ok(())
+}
+
+/// Nova's limit on `trusted_image_certificates`.
+pub const MAX_TRUSTED_CERTS: usize = 50;
+
+/// `trusted_image_certificates` (2.63): absent (`None`), `null`
+/// (`Some(None)`) or 1–50 unique non-empty strings (Nova's schema).
+pub fn trusted_certs(
+    o: &Map<String, Value>,
+    mv: Microversion,
+) -> ApiResult<Option<Option<Vec<String>>>> {
+    const K: &str = "trusted_image_certificates";
+    if !mv.at_least(63) {
+        return Ok(None);
+    }
+    let list = match o.get(K) {
+        None => return Ok(None),
+        Some(Value::Null) => return Ok(Some(None)),
+        Some(Value::Array(a)) => a,
+        Some(v) => return Err(bad(K, &format!("{v}. {v} is not of type 'array', 'null'"))),
+    };
+    let v = Value::Array(list.clone());
+    if list.is_empty() {
+        return Err(bad(K, &format!("{v}. {v} is too short")));
+    }
+    if list.len() > MAX_TRUSTED_CERTS {
+        return Err(bad(K, &format!("{v}. {v} is too long")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        match item {
+            Value::String(s) if !s.is_empty() => out.push(s.clone()),
+            Value::String(_) => return Err(bad(&i.to_string(), ". '' is too short")),
+            other => {
                 return Err(bad(
-                    "trusted_image_certificates",
-                    &format!("{v}. {v} is not of type 'array', 'null'"),
+                    &i.to_string(),
+                    &format!("{other}. {other} is not of type 'string'"),
                 ))
             }
         }
     }
-    Ok(())
+    let mut seen = std::collections::BTreeSet::new();
+    if !out.iter().all(|c| seen.insert(c)) {
+        return Err(bad(K, &format!("{v}. {v} has non-unique elements")));
+    }
+    Ok(Some(Some(out)))
 }
+
+/// Nova's answer to trusted certificates for a server booted from a volume.
+pub const TRUSTED_CERTS_VOLUME: &str =
+    "Image certificate validation is not supported for volume-backed servers.";
 
 /// Server list query parameters Nova's schema knows (unknown ones are a 400
 /// from 2.75; before, they were ignored).
@@ -273,13 +306,12 @@ pub fn lock(arg: &Value, mv: Microversion) -> ApiResult<Option<String>> {
 
 /// `unshelve`'s body: ignored before 2.77; from 2.77 `null` or
 /// `{"availability_zone": "az"}`; from 2.91 also `host` and a `null` zone.
-/// Choosing a zone or host is not built: those answer 501.
-pub fn unshelve(arg: &Value, mv: Microversion) -> ApiResult<()> {
+pub fn unshelve(arg: &Value, mv: Microversion) -> ApiResult<Target> {
     if !mv.at_least(77) {
-        return Ok(());
+        return Ok(Target::default());
     }
     let Some(o) = object("unshelve", arg)? else {
-        return Ok(());
+        return Ok(Target::default());
     };
     if mv.at_least(91) {
         only("unshelve", o, &["availability_zone", "host"])?;
@@ -305,14 +337,10 @@ pub fn unshelve(arg: &Value, mv: Microversion) -> ApiResult<()> {
         }
     }
     let az = str_field(o, "availability_zone")?;
-    let host = str_field(o, "host")?;
-    if az.is_some() || host.is_some() {
-        return Err(ApiError::NotImplemented(
-            "Unshelving into a chosen availability zone or onto a chosen host is not implemented in kiln."
-                .into(),
-        ));
-    }
-    Ok(())
+    Ok(Target {
+        az: o.contains_key("availability_zone").then_some(az),
+        host: str_field(o, "host")?,
+    })
 }
 
 /// What a rebuild may change beyond the image, per version.
@@ -327,6 +355,8 @@ pub struct Rebuild {
     pub user_data: Option<Option<String>>,
     /// 2.90.
     pub hostname: Option<String>,
+    /// 2.63; `Some(None)` clears them.
+    pub trusted_certs: Option<Option<Vec<String>>>,
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
     pub admin_pass: Option<String>,
 }
@@ -374,6 +404,7 @@ pub fn rebuild(o: &Map<String, Value>, mv: Microversion) -> ApiResult<Rebuild> {
         key_name: nullable("key_name")?,
         user_data: nullable("user_data")?,
         hostname: str_field(o, "hostname")?,
+        trusted_certs: trusted_certs(o, mv)?,
         metadata: match o.get("metadata") {
             Some(m) => Some(super::parse::metadata(Some(m))?),
             None => None,
@@ -396,13 +427,6 @@ pub fn rebuild(o: &Map<String, Value>, mv: Microversion) -> ApiResult<Rebuild> {
         if base64::engine::general_purpose::STANDARD.decode(u).is_err() {
             return Err(ApiError::BadRequest(
                 "User data needs to be valid base 64.".into(),
-            ));
-        }
-    }
-    if let Some(Value::Array(a)) = o.get("trusted_image_certificates") {
-        if !a.is_empty() {
-            return Err(ApiError::NotImplemented(
-                "Trusted image certificate validation is not implemented in kiln.".into(),
             ));
         }
     }

@@ -13,7 +13,7 @@
 //! | 2.47 | `flavor` embedded (`vcpus ram disk ephemeral swap original_name extra_specs`) instead of `{id, links}` |
 //! | 2.54 | rebuild answers `key_name` |
 //! | 2.57 | rebuild answers `user_data` |
-//! | 2.63 | `trusted_image_certificates` |
+//! | 2.63 | `trusted_image_certificates` (the list given at create/rebuild, or null) |
 //! | 2.71 | `server_groups` in show, update and rebuild (never in list detail) |
 //! | 2.73 | `locked_reason` |
 //! | 2.75 | update and rebuild answer every field show does (below: no AZ, config_drive, key_name, usage, security groups, extended status/attributes/volumes/host_status, and addresses without `OS-EXT-IPS*`) |
@@ -257,7 +257,7 @@ pub fn full(base: &str, s: &Server, who: &Who, mv: Microversion, call: Call) -> 
         m.insert("tags".into(), json!(s.tags));
     }
     if mv.at_least(63) {
-        m.insert("trusted_image_certificates".into(), Value::Null);
+        m.insert("trusted_image_certificates".into(), json!(s.trusted_certs));
     }
     if mv.at_least(71) && call != Call::Detail {
         m.insert(
@@ -319,6 +319,15 @@ pub fn hostname(name: &str) -> String {
     }
 }
 
+/// When an instance action last changed (its last event's end or start).
+pub fn action_updated(a: &ActionRecord) -> i64 {
+    a.events
+        .iter()
+        .map(|e| e.finish_time.unwrap_or(e.start_time))
+        .max()
+        .unwrap_or(a.start_time)
+}
+
 /// An os-instance-actions entry (`events` with `show`): `updated_at` from 2.58;
 /// events for admins, for everyone from 2.51 (`traceback` stays admin-only);
 /// event `hostId` (and `host` for admins) from 2.62, `details` from 2.84.
@@ -334,13 +343,7 @@ pub fn action(s: &Server, a: &ActionRecord, events: bool, who: &Who, mv: Microve
     });
     let Value::Object(m) = &mut v else { return v };
     if mv.at_least(58) {
-        let updated = a
-            .events
-            .iter()
-            .map(|e| e.finish_time.unwrap_or(e.start_time))
-            .max()
-            .unwrap_or(a.start_time);
-        m.insert("updated_at".into(), json!(nova_time(updated)));
+        m.insert("updated_at".into(), json!(nova_time(action_updated(a))));
     }
     if events && (who.admin || mv.at_least(51)) {
         let list: Vec<Value> = a
