@@ -245,5 +245,5 @@ fn soft_delete_restore_and_force_delete() {
         .ok();
     cloud
         .admin(&["server", "show", &id])
-        .fails_with(&format!("No server with a name or ID of '{id}' exists."));
+        .fails_with(&format!("No Server found for {id}"));
 }
