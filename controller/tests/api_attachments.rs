@@ -79,17 +79,8 @@ async fn at(
     token: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let h = format!("compute {mv}");
-    let (s, _, v) = cloud
-        .raw(
-            method,
-            path,
-            Some(token),
-            body.map(|b| b.to_string()),
-            &[("openstack-api-version", h.as_str())],
-        )
-        .await;
-    (s, v)
+    let v = format!("compute {mv}");
+    cloud.at_version(&v, method, path, token, body).await
 }
 
 fn err(st: StatusCode, v: &Value, code: u16) -> String {

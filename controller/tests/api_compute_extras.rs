@@ -33,17 +33,8 @@ async fn at(
     mv: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let hdr = format!("compute {mv}");
-    let (s, _, v) = cloud
-        .raw(
-            method,
-            path,
-            Some(token),
-            body.map(|b| b.to_string()),
-            &[("OpenStack-API-Version", hdr.as_str())],
-        )
-        .await;
-    (s, v)
+    let v = format!("compute {mv}");
+    cloud.at_version(&v, method, path, token, body).await
 }
 
 fn register(cloud: &Cloud, id: &str) {

@@ -10,12 +10,12 @@ mod common;
 use std::collections::BTreeMap;
 
 use axum::http::{Method, StatusCode};
-use common::servers::{add_image, fake_node, node_call, register, report, settle, IMAGE};
+use common::servers::{add_image, fake_node, register, register_in, report, settle, IMAGE};
 use common::Cloud;
 use kiln_controller::compute::tables::NODES;
 use kiln_controller::identity::compliance::Preset;
 use kiln_controller::image::tables::IMAGES;
-use kiln_controller::protocol::{Register, VmState, VERSION};
+use kiln_controller::protocol::VmState;
 use serde_json::{json, Value};
 
 const S: &str = "/compute/v2.1/servers";
@@ -29,17 +29,8 @@ async fn at(
     minor: u32,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let hdr = format!("compute 2.{minor}");
-    let (s, _, v) = cloud
-        .raw(
-            method,
-            path,
-            Some(token),
-            body.map(|b| b.to_string()),
-            &[("OpenStack-API-Version", hdr.as_str())],
-        )
-        .await;
-    (s, v)
+    let v = format!("compute 2.{minor}");
+    cloud.at_version(&v, method, path, token, body).await
 }
 
 fn message(body: &Value) -> String {
@@ -262,28 +253,7 @@ fn add_image_with(cloud: &Cloud, id: &str, props: &[(&str, &str)]) {
 }
 
 async fn register_caps(cloud: &Cloud, id: &str, url: &str, az: &str, caps: &[&str]) {
-    let reg = Register {
-        node_id: id.into(),
-        host: id.into(),
-        vcpus: 8,
-        ram_mb: 8 * 1024,
-        disk_gb: 100,
-        az: az.into(),
-        capabilities: caps.iter().map(|c| c.to_string()).collect(),
-        driver: "sim".into(),
-        protocol: VERSION,
-        url: format!("{url}/kiln-node/v1/{id}"),
-        tunnel_ip: None,
-    };
-    let secret = cloud.state.nodes.secret().to_string();
-    let s = node_call(
-        cloud,
-        "/compute/kiln/v1/nodes",
-        serde_json::to_value(&reg).unwrap(),
-        Some(&secret),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    register_in(cloud, id, 8 * 1024, url, az, caps).await;
 }
 
 #[tokio::test]

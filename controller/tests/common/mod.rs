@@ -68,6 +68,28 @@ impl Cloud {
             .await
     }
 
+    /// One JSON request at a service's microversion (`OpenStack-API-Version:
+    /// <service> <version>`, e.g. "compute 2.58").
+    pub async fn at_version(
+        &self,
+        version: &str,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, _, v) = self
+            .raw(
+                method,
+                path,
+                Some(token),
+                body.map(|b| b.to_string()),
+                &[("OpenStack-API-Version", version)],
+            )
+            .await;
+        (s, v)
+    }
+
     pub async fn raw(
         &self,
         method: Method,

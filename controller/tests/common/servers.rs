@@ -33,14 +33,19 @@ pub async fn node_call(cloud: &Cloud, path: &str, body: Value, secret: Option<&s
 }
 
 pub async fn register(cloud: &Cloud, id: &str, ram_mb: u64, url: &str) {
+    register_in(cloud, id, ram_mb, url, "nova", &[]).await;
+}
+
+/// Registers node `id` (8 vCPUs, `ram_mb`, 100 GB) in zone `az` with `caps`.
+pub async fn register_in(cloud: &Cloud, id: &str, ram_mb: u64, url: &str, az: &str, caps: &[&str]) {
     let reg = Register {
         node_id: id.into(),
         host: id.into(),
         vcpus: 8,
         ram_mb,
         disk_gb: 100,
-        az: "nova".into(),
-        capabilities: vec![],
+        az: az.into(),
+        capabilities: caps.iter().map(|c| c.to_string()).collect(),
         driver: "sim".into(),
         protocol: VERSION,
         url: format!("{url}/kiln-node/v1/{id}"),
