@@ -122,8 +122,8 @@ impl Drop for Node2 {
     }
 }
 
-/// `openstack server show ID` at 2.16, where admins see `host_status` (by
-/// id: a name is looked up through the list, which does not compute it yet).
+/// `openstack server show ID|NAME` at 2.16, where admins see `host_status`
+/// (a name is looked up through the detail list, an id is shown directly).
 fn show_216(cloud: &Cloud, server: &str) -> Value {
     cloud
         .admin(&[
@@ -359,6 +359,7 @@ fn a_network_spanning_two_nodes_and_a_node_restart() {
     wait_until("node 2 down", 30, || service_state(&cloud, NODE2) == "down");
     let b_now = show_216(&cloud, &b_id);
     assert_eq!(b_now["host_status"], "UNKNOWN", "{b_now}");
+    assert_eq!(show_216(&cloud, "b")["host_status"], "UNKNOWN");
     assert_eq!(b_now["status"], "ACTIVE", "{b_now}");
     // The data path is the kernel's: A still gets answers.
     let before = replies(&a_console);
@@ -376,6 +377,7 @@ fn a_network_spanning_two_nodes_and_a_node_restart() {
     assert_eq!(cloud.status("b"), "ACTIVE");
     let b_now = show_216(&cloud, &b_id);
     assert_eq!(b_now["host_status"], "UP", "{b_now}");
+    assert_eq!(show_216(&cloud, "b")["host_status"], "UP");
     let before = replies(&a_console);
     wait_until("replies after node 2's restart", 15, || {
         replies(&a_console) > before

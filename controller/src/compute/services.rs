@@ -196,22 +196,32 @@ impl Compute {
     /// compute service is forced down, `UNKNOWN` when it stopped sending
     /// heartbeats (or is not known), `MAINTENANCE` when disabled, else `UP`.
     pub fn host_status(&self, host: &str) -> ApiResult<&'static str> {
+        Ok(self
+            .host_statuses()?
+            .get(host)
+            .copied()
+            .unwrap_or("UNKNOWN"))
+    }
+
+    /// [`Self::host_status`] of every compute host, from one read (lists).
+    pub fn host_statuses(&self) -> ApiResult<std::collections::HashMap<String, &'static str>> {
         let all = self.all_services()?;
-        let Some(s) = all
+        Ok(all
             .iter()
-            .find(|s| s.record.binary == COMPUTE_BINARY && s.record.host == host)
-        else {
-            return Ok("UNKNOWN");
-        };
-        Ok(if s.record.forced_down {
-            "DOWN"
-        } else if !s.up {
-            "UNKNOWN"
-        } else if s.record.disabled {
-            "MAINTENANCE"
-        } else {
-            "UP"
-        })
+            .filter(|s| s.record.binary == COMPUTE_BINARY)
+            .map(|s| {
+                let status = if s.record.forced_down {
+                    "DOWN"
+                } else if !s.up {
+                    "UNKNOWN"
+                } else if s.record.disabled {
+                    "MAINTENANCE"
+                } else {
+                    "UP"
+                };
+                (s.record.host.clone(), status)
+            })
+            .collect())
     }
 
     /// A service by UUID (2.53+) or integer id.

@@ -184,7 +184,7 @@ async fn list_impl(
     let compute = state.services.compute.clone();
     let (w2, lq2) = (who.clone(), lq.clone());
     let servers = blocking(move || compute.servers(&w2, &lq2)).await?;
-    let items: Vec<Value> = servers
+    let mut items: Vec<Value> = servers
         .iter()
         .map(|s| {
             if full {
@@ -194,6 +194,15 @@ async fn list_impl(
             }
         })
         .collect();
+    // host_status (2.16+, where the view has the key) from one services read.
+    if items.iter().any(|v| v.get("host_status").is_some()) {
+        let statuses = state.services.compute.host_statuses()?;
+        for (view, s) in items.iter_mut().zip(&servers) {
+            if let (Some(host), Some(status)) = (&s.host, view.get_mut("host_status")) {
+                *status = json!(statuses.get(host).copied().unwrap_or("UNKNOWN"));
+            }
+        }
+    }
     let ids: Vec<String> = servers.iter().map(|s| s.id.clone()).collect();
     let mut out = json!({"servers": items});
     let path = if full { "servers/detail" } else { "servers" };
