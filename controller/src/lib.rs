@@ -30,6 +30,7 @@ pub mod identity;
 pub mod image;
 pub mod microversion;
 pub mod network;
+pub mod process;
 pub mod protocol;
 pub mod scheduler;
 pub mod server;

@@ -22,6 +22,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    kiln_controller::process::abort_on_panic();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

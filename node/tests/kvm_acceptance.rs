@@ -4,7 +4,7 @@
 //! Glance, `image save`, a second server booted from the snapshot), a
 //! kiln-node restart that keeps the guest running, and delete leaving no
 //! process and no files. Needs /dev/kvm and
-//! `cargo build --release -p kiln-vmm -p kiln-firmware`.
+//! `cargo build --release -p kiln-vmm && cargo firmware`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -36,7 +36,7 @@ fn a_real_guest_through_its_life() {
     let firmware = workspace_root().join("target/release/kiln-firmware");
     assert!(
         firmware.is_file(),
-        "build it first: cargo build --release -p kiln-vmm -p kiln-firmware"
+        "build it first: cargo build --release -p kiln-vmm && cargo firmware"
     );
     let dir = ScratchDir::new("kvm-acc");
     let _reaper = Reaper(dir.0.clone());

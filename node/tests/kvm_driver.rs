@@ -1,7 +1,7 @@
 //! The KVM driver on real /dev/kvm with real kiln-vmm processes and the real
 //! firmware: spawn → booted, the lifecycle actions, unexpected exits reported
 //! as events, adoption across a driver restart, and delete leaving nothing.
-//! Needs `cargo build --release -p kiln-vmm -p kiln-firmware` first.
+//! Needs `cargo build --release -p kiln-vmm && cargo firmware` first.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ fn setup() -> Option<(Scratch, Arc<KvmDriver>, UnboundedReceiver<DriverEvent>)> 
     let (fw, vmm) = (rel.join("kiln-firmware"), rel.join("kiln-vmm"));
     assert!(
         fw.is_file() && vmm.is_file(),
-        "build them first: cargo build --release -p kiln-vmm -p kiln-firmware"
+        "build them first: cargo build --release -p kiln-vmm && cargo firmware"
     );
     let tmp = tempfile::tempdir().unwrap();
     let reaper = Reaper(tmp.path().to_path_buf());

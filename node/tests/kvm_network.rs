@@ -8,7 +8,7 @@
 //! leaves no process, TAP, bridge or DHCP namespace behind.
 //!
 //! Needs root, /dev/kvm, iproute2 and iputils-ping, and
-//! `cargo build --release -p kiln-vmm -p kiln-firmware`. The node's network
+//! `cargo build --release -p kiln-vmm && cargo firmware`. The node's network
 //! lives in the host's root namespace here, as in production; everything it
 //! creates is derived from the test's own network and ports and removed even
 //! when the test fails.
@@ -115,7 +115,7 @@ fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
     let firmware = workspace_root().join("target/release/kiln-firmware");
     assert!(
         firmware.is_file(),
-        "build it first: cargo build --release -p kiln-vmm -p kiln-firmware"
+        "build it first: cargo build --release -p kiln-vmm && cargo firmware"
     );
     let dir = ScratchDir::new("kvm-net");
     let _reaper = Reaper(dir.0.clone());

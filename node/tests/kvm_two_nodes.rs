@@ -12,7 +12,7 @@
 //! kiln-vmm; the namespaces, links and tables go on drop.
 //!
 //! Needs root, /dev/kvm, iproute2, nftables and util-linux (`nsenter`), and
-//! `cargo build --release -p kiln-vmm -p kiln-firmware`. Node 2 enters its
+//! `cargo build --release -p kiln-vmm && cargo firmware`. Node 2 enters its
 //! namespace with `nsenter --net` rather than `ip netns exec`: the latter
 //! gives it a private mount namespace, where the DHCP namespaces it names
 //! under /run/netns would die with its process.
@@ -186,7 +186,7 @@ fn a_network_spanning_two_nodes_and_a_node_restart() {
     let firmware = workspace_root().join("target/release/kiln-firmware");
     assert!(
         firmware.is_file(),
-        "build it first: cargo build --release -p kiln-vmm -p kiln-firmware"
+        "build it first: cargo build --release -p kiln-vmm && cargo firmware"
     );
     let began = Instant::now();
     let dir = ScratchDir::new("kvm-two");

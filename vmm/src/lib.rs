@@ -21,6 +21,7 @@ pub mod kvm;
 pub mod layout;
 pub mod memory;
 pub mod metrics;
+pub mod process;
 pub mod vmm;
 
 pub use builder::{build, BuildError};

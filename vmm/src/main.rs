@@ -20,6 +20,7 @@ fn config_path() -> Result<PathBuf, String> {
 
 fn main() -> ExitCode {
     metrics::mark_start();
+    kiln_vmm::process::abort_on_panic();
     let path = match config_path() {
         Ok(p) => p,
         Err(e) => {

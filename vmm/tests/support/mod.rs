@@ -35,7 +35,7 @@ pub fn firmware() -> PathBuf {
     let fw = profile_dir.join("kiln-firmware");
     assert!(
         fw.is_file(),
-        "{} is missing: build it first with `cargo build --release -p kiln-firmware`",
+        "{} is missing: build it first with `cargo firmware`",
         fw.display()
     );
     fw
