@@ -222,8 +222,11 @@ fn read_result(child: &mut Child, seconds: u64) -> anyhow::Result<(Sample, u64, 
 
 fn guest_cmdline(c: &Case, seconds: u64) -> String {
     format!(
-        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={seconds} kiln.after=idle",
-        c.rw, c.bs, c.qd
+        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={seconds} {} kiln.after=idle",
+        c.rw,
+        c.bs,
+        c.qd,
+        crate::tsc::guest_arg()
     )
 }
 

@@ -14,6 +14,7 @@ mod scratch;
 mod servers;
 mod sg;
 mod stats;
+mod tsc;
 
 use clap::{Parser, Subcommand};
 

@@ -30,14 +30,13 @@
 //!
 //! All rates use the host's clock over the window in which the guest's
 //! datagrams arrive (first to last): g2h pps = host-counted datagrams over
-//! it, h2g pps = the guest's printed rx_frames over it. The guest's own
-//! clock (TSC calibrated against the PIT) runs ~10× fast under QEMU
-//! microvm, so its printed rates are kept only as `guest_clock_pps`, and a
-//! 1-second calibration boot per system sets how many guest seconds make
-//! `--seconds` host seconds (`guest_clock` in the results). Under QEMU the
-//! factor also varies from boot to boot (0.08–0.15 seen), so its windows
-//! (`window_s`) can be shorter or longer than `--seconds`; the rates stay
-//! right because they use the host's clock over the real window.
+//! it, h2g pps = the guest's printed rx_frames over it. Guests time their
+//! window with the TSC at the rate the bench measured on the host
+//! (`tsc_khz=`; QEMU microvm has no port 0x61, so the firmware cannot time
+//! the PIT there); their printed rates are kept as `guest_clock_pps`. A
+//! 1-second calibration boot per system still checks how many guest seconds
+//! make `--seconds` host seconds (`guest_clock` in the results), and the
+//! rates use the host's clock over the real window either way.
 //!
 //! Gbit/s counts Ethernet frame bytes (14 + 28 + S per datagram), as the
 //! firmware does. Each figure is the median over `--runs`.
@@ -199,7 +198,8 @@ fn frame_gbps(pps: f64, size: usize) -> f64 {
 
 fn guest_cmdline(size: usize, seconds: u64) -> String {
     format!(
-        "kiln.mode=net-bench ip={GUEST_IP}/24 dst={HOST_IP} port={PORT} size={size} seconds={seconds}"
+        "kiln.mode=net-bench ip={GUEST_IP}/24 dst={HOST_IP} port={PORT} size={size} seconds={seconds} {}",
+        crate::tsc::guest_arg()
     )
 }
 

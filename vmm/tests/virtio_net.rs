@@ -196,10 +196,16 @@ struct NetDriver {
     t: MmioTransport,
     mem: GuestMemoryMmap<()>,
     avail: [u16; 2],
+    /// Feature bits the driver acks (VERSION_1 and these).
+    features: u64,
 }
 
 impl NetDriver {
     fn new(tap: &str) -> Self {
+        Self::with_features(tap, 0)
+    }
+
+    fn with_features(tap: &str, features: u64) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let cfg = NicConfig {
             tap: tap.into(),
@@ -212,6 +218,7 @@ impl NetDriver {
             t,
             mem,
             avail: [0; 2],
+            features,
         };
         d.setup();
         d
@@ -236,6 +243,10 @@ impl NetDriver {
         self.w(REG_STATUS, 1 | 2);
         self.w(REG_DEVICE_FEATURES_SEL, 0);
         assert_ne!(self.r(REG_DEVICE_FEATURES) & (1 << 5), 0, "MAC offered");
+        let offered = u64::from(self.r(REG_DEVICE_FEATURES));
+        assert_eq!(offered & self.features, self.features, "features offered");
+        self.w(REG_DRIVER_FEATURES_SEL, 0);
+        self.w(REG_DRIVER_FEATURES, self.features as u32);
         self.w(REG_DRIVER_FEATURES_SEL, 1);
         self.w(REG_DRIVER_FEATURES, 1); // VERSION_1
         self.w(REG_STATUS, 1 | 2 | 8);
@@ -296,6 +307,43 @@ impl NetDriver {
     fn wait_used(&self, q: usize, n: u16) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while self.used_idx(q) != n {
+            assert!(!self.broken(), "the device gave up on queue {q}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "queue {q}: used idx {} never reached {n}",
+                self.used_idx(q)
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Post `n` device-writable rx buffers of `len` bytes (heads from
+    /// `first`, buffers from `at`).
+    fn post_rx(&mut self, first: u16, n: u16, at: u64, len: u32) {
+        for i in 0..n {
+            self.desc(
+                0,
+                first + i,
+                at + u64::from(i) * u64::from(len),
+                len,
+                WRITE,
+                0,
+            );
+            self.offer(0, first + i);
+        }
+    }
+
+    /// Send `frame` (with a virtio_net_hdr_v1 in front) from buffer `at`.
+    fn send(&mut self, head: u16, at: u64, frame: &[u8]) {
+        self.mem.write_slice(frame, GuestAddress(at)).unwrap();
+        self.desc(1, head, at, frame.len() as u32, 0, 0);
+        self.offer(1, head);
+    }
+
+    /// Wait until queue `q` has at least `n` used entries.
+    fn wait_used_at_least(&self, q: usize, n: u16) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.used_idx(q).wrapping_sub(n) >= 0x8000 {
             assert!(!self.broken(), "the device gave up on queue {q}");
             assert!(
                 std::time::Instant::now() < deadline,
@@ -404,5 +452,206 @@ fn hostile_net_chains_drop_frames_and_a_runaway_ring_marks_the_device_broken() {
         d.setup();
         d.send_arp(0, BUFS + 0x3000);
         d.wait_used(1, 1);
+    });
+}
+
+/// virtio_net_hdr_v1 + Ethernet + IPv4 + UDP from 10.98.0.2:7 to
+/// 10.98.0.1:`port`. The UDP checksum field holds `csum`; with
+/// `needs_csum` the header asks the host to compute it (VIRTIO_NET_HDR_F_NEEDS_CSUM,
+/// csum_start at the UDP header, csum_offset 6).
+fn udp_frame(port: u16, payload: &[u8], csum: u16, needs_csum: bool) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    if needs_csum {
+        f[0] = 1;
+        f[6..8].copy_from_slice(&34u16.to_le_bytes());
+        f[8..10].copy_from_slice(&6u16.to_le_bytes());
+    }
+    f.extend_from_slice(&TAP_MAC);
+    f.extend_from_slice(&[0x52, 0x54, 0, 0, 0, 2, 0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut ip = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 98, 0, 2, 10, 98, 0, 1,
+    ];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut sum = 0u32;
+    for w in ip.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&7u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&csum.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The TAP's MAC in the offload tests.
+const TAP_MAC: [u8; 6] = [0x02, 0x6b, 0, 0, 0, 1];
+
+/// A namespace with TAP `tap` (created by the device of a driver acking
+/// `features`) at 10.98.0.1/24 with `TAP_MAC`; runs `f` inside it.
+fn in_tap_namespace(
+    tag: &str,
+    tap: &'static str,
+    features: u64,
+    f: impl FnOnce(NetDriver) + Send + 'static,
+) {
+    let Some(ns) = Netns::new(tag) else {
+        return;
+    };
+    let name = ns.name.clone();
+    ns.run(move || {
+        let d = NetDriver::with_features(tap, features);
+        // No IPv6 chatter (DAD, router solicitations) in the guest's buffers.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"), "1");
+        for args in [
+            &["addr", "add", "10.98.0.1/24", "dev", tap][..],
+            &["link", "set", tap, "address", "02:6b:00:00:00:01"],
+            &["link", "set", tap, "up"],
+        ] {
+            let out = Command::new("ip")
+                .arg("-n")
+                .arg(&name)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        }
+        f(d)
+    });
+}
+
+/// Read the frame that starts at used entry `used` of the rx queue (whose
+/// buffers are `size` bytes, buffer i at BUFS + i * size): its header's
+/// num_buffers tells how many entries it spans. (frame, entries).
+fn read_merged(d: &NetDriver, used: u16, size: u64) -> (Vec<u8>, u16) {
+    d.wait_used_at_least(0, used.wrapping_add(1));
+    let (head, _) = d.used_entry(0, used);
+    let n: u16 = d
+        .mem
+        .read_obj(GuestAddress(BUFS + u64::from(head) * size + 10))
+        .unwrap();
+    assert!(n >= 1, "num_buffers 0");
+    d.wait_used_at_least(0, used.wrapping_add(n));
+    let mut frame = Vec::new();
+    for k in 0..n {
+        let (h, l) = d.used_entry(0, used.wrapping_add(k));
+        assert!(u64::from(l) <= size);
+        let mut b = vec![0u8; l as usize];
+        d.mem
+            .read_slice(&mut b, GuestAddress(BUFS + u64::from(h) * size))
+            .unwrap();
+        frame.extend_from_slice(&b);
+    }
+    (frame, n)
+}
+
+#[test]
+fn mergeable_rx_spans_buffers_and_checksum_offloads_pass_through() {
+    use kiln_vmm::devices::virtio::net::{F_CSUM, F_GUEST_CSUM, F_MRG_RXBUF};
+    const SIZE: u64 = 512;
+    in_tap_namespace(
+        "vnet-mrg",
+        "kmrg0",
+        F_MRG_RXBUF | F_CSUM | F_GUEST_CSUM,
+        |mut d| {
+            // A group must hold a whole 1500-MTU frame (1530 bytes with the
+            // headers): two 512-byte buffers are not enough, the ARP reply waits.
+            d.post_rx(0, 2, BUFS, SIZE as u32);
+            d.send_arp(0, BUFS + 0x40000);
+            d.wait_used(1, 1);
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(d.used_idx(0), 0, "a frame was read into too few buffers");
+            d.post_rx(2, 14, BUFS + 2 * SIZE, SIZE as u32);
+            let (arp, n) = read_merged(&d, 0, SIZE);
+            assert_eq!(
+                (n, &arp[24..26], &arp[32..34]),
+                (1, &[8u8, 6][..], &[0u8, 2][..])
+            );
+
+            // A small datagram from the host: the guest took GUEST_CSUM, so the
+            // TAP (told by TUNSETOFFLOAD) leaves its checksum to the guest.
+            let s = UdpSocket::bind("10.98.0.1:0").unwrap();
+            s.send_to(b"small", "10.98.0.2:9").unwrap();
+            let (small, n) = read_merged(&d, 1, SIZE);
+            assert_eq!(n, 1);
+            assert_eq!(small[0] & 1, 1, "VIRTIO_NET_HDR_F_NEEDS_CSUM expected");
+            assert_eq!(&small[12 + 14 + 28..], b"small");
+
+            // 2,900 bytes: two IP fragments of up to 1514 bytes, each spread
+            // over three 512-byte buffers, in order.
+            let payload: Vec<u8> = (0..2900u32).map(|i| (i % 251) as u8).collect();
+            s.send_to(&payload, "10.98.0.2:9").unwrap();
+            let mut got = Vec::new();
+            let mut used = 2u16;
+            let mut spans = Vec::new();
+            while got.len() < payload.len() + 8 {
+                let (frame, n) = read_merged(&d, used, SIZE);
+                used += n;
+                spans.push(n);
+                got.extend_from_slice(&frame[12 + 14 + 20..]);
+            }
+            assert_eq!(
+                &got[8..],
+                &payload[..],
+                "the datagram came through whole and in order"
+            );
+            assert_eq!(spans, [3, 3]);
+
+            // tx: a UDP datagram with a wrong checksum is dropped by the host;
+            // the same asking for checksum offload (NEEDS_CSUM) arrives.
+            let r = UdpSocket::bind("10.98.0.1:4000").unwrap();
+            r.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            d.send(
+                1,
+                BUFS + 0x40000,
+                &udp_frame(4000, b"bad checksum", 0x1234, false),
+            );
+            d.wait_used(1, 2);
+            let mut buf = [0u8; 64];
+            assert!(
+                r.recv_from(&mut buf).is_err(),
+                "a bad checksum was accepted"
+            );
+            d.send(
+                2,
+                BUFS + 0x40000,
+                &udp_frame(4000, b"offloaded", 0x1234, true),
+            );
+            d.wait_used(1, 3);
+            r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (n, _) = r.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"offloaded");
+        },
+    );
+}
+
+#[test]
+fn with_tso_a_mergeable_group_holds_a_64k_segment() {
+    use kiln_vmm::devices::virtio::net::{F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_MRG_RXBUF};
+    const SIZE: u64 = 4352;
+    let features = F_MRG_RXBUF | F_CSUM | F_GUEST_CSUM | F_GUEST_TSO4;
+    in_tap_namespace("vnet-tso", "ktso0", features, |mut d| {
+        // 15 × 4352 bytes < 64 KiB + headers: the ARP reply waits for a 16th.
+        for h in 0..16u16 {
+            if h == 15 {
+                std::thread::sleep(Duration::from_millis(200));
+                assert_eq!(d.used_idx(0), 0, "a frame was read into too few buffers");
+            }
+            d.desc(0, h, BUFS + u64::from(h) * SIZE, SIZE as u32, WRITE, 0);
+            d.offer(0, h);
+            if h == 0 {
+                d.send_arp(0, BUFS + 0x40000);
+                d.wait_used(1, 1);
+            }
+        }
+        let (arp, n) = read_merged(&d, 0, SIZE);
+        assert_eq!((n, &arp[24..26]), (1, &[8u8, 6][..]));
     });
 }

@@ -208,10 +208,20 @@ fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// TSC ticks per second: `tsc_khz=N` from the command line when the host
+/// knows better (a VMM without a PC speaker port, such as QEMU microvm,
+/// gives no way to time the PIT), else measured against the PIT.
+fn tsc_hz(cmdline: &[u8]) -> Option<u64> {
+    match cmdline::value(cmdline, b"tsc_khz").map(cmdline::parse_u64) {
+        Some(Some(khz)) if khz >= 100_000 => Some(khz * 1000),
+        _ => pit_tsc_hz(),
+    }
+}
+
 /// TSC ticks per second, measured against the PIT (channel 2 counting
 /// 65535 ticks of 1.193182 MHz, ~55 ms, watched through port 0x61). Retried
 /// while no PIT answers yet (kiln-vmm creates it just after the vCPUs start).
-fn tsc_hz() -> Option<u64> {
+fn pit_tsc_hz() -> Option<u64> {
     for _ in 0..200 {
         let v = inb(0x61) & !0x03;
         outb(0x61, v); // gate off, speaker off
@@ -378,8 +388,8 @@ fn net_bench(cmdline: &[u8]) {
     let (Ok(port), true) = (u16::try_from(port), size <= 1472) else {
         return say(&[b"net-bench: port must fit 16 bits and size at most 1472"]);
     };
-    let Some(hz) = tsc_hz() else {
-        return say(&[b"net-bench: no PIT to calibrate the TSC against"]);
+    let Some(hz) = tsc_hz(cmdline) else {
+        return say(&[b"net-bench: no PIT to calibrate the TSC against (pass tsc_khz=)"]);
     };
     let Some((mut net, me)) = net_setup(cmdline, b"net-bench") else {
         return;

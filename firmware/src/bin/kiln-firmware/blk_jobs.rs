@@ -300,8 +300,8 @@ pub fn blk_bench(cmdline: &[u8]) {
     if args.rw.writes() && blk.read_only {
         return say(&[b"blk-bench: the disk is read-only"]);
     }
-    let Some(hz) = tsc_hz() else {
-        return say(&[b"blk-bench: no PIT to calibrate the TSC against"]);
+    let Some(hz) = tsc_hz(cmdline) else {
+        return say(&[b"blk-bench: no PIT to calibrate the TSC against (pass tsc_khz=)"]);
     };
     let bs = args.bs;
     let qd = args

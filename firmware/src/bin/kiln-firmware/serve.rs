@@ -45,7 +45,7 @@ struct Disk {
 
 pub fn serve(cmdline: &[u8]) {
     irq::init(cmdline);
-    let hz = tsc_hz().unwrap_or(GUESS_HZ);
+    let hz = tsc_hz(cmdline).unwrap_or(GUESS_HZ);
     let mut disks = open_disks(cmdline);
     let mut waker = Waker::new();
     let mut nic = open_net(cmdline).map(|net| Nic::new(cmdline, net, hz));

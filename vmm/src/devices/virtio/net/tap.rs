@@ -10,6 +10,11 @@ use std::os::unix::io::AsRawFd;
 /// ioctls and flags from <linux/if_tun.h>.
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUN_F_CSUM: libc::c_ulong = 0x01;
+const TUN_F_TSO4: libc::c_ulong = 0x02;
+const TUN_F_TSO6: libc::c_ulong = 0x04;
+const TUN_F_TSO_ECN: libc::c_ulong = 0x08;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -51,4 +56,64 @@ pub fn open(name: &str) -> io::Result<File> {
         return Err(io::Error::last_os_error());
     }
     Ok(f)
+}
+
+/// Tell the TAP which offloads the guest took (virtio-net feature bits it
+/// acked): partial checksums with GUEST_CSUM, TCP segments up to 64 KiB with
+/// GUEST_TSO4/6 (the kernel refuses TSO without checksum offload, as the
+/// spec makes GUEST_TSO depend on GUEST_CSUM). None clears them all.
+pub fn set_offload(tap: &File, acked: u64) -> io::Result<()> {
+    use super::{F_GUEST_CSUM, F_GUEST_ECN, F_GUEST_TSO4, F_GUEST_TSO6};
+    let mut flags: libc::c_ulong = 0;
+    if acked & F_GUEST_CSUM != 0 {
+        flags |= TUN_F_CSUM;
+        if acked & F_GUEST_TSO4 != 0 {
+            flags |= TUN_F_TSO4;
+        }
+        if acked & F_GUEST_TSO6 != 0 {
+            flags |= TUN_F_TSO6;
+        }
+        if acked & F_GUEST_ECN != 0 && flags & (TUN_F_TSO4 | TUN_F_TSO6) != 0 {
+            flags |= TUN_F_TSO_ECN;
+        }
+    }
+    // SAFETY: TUNSETOFFLOAD takes its flags by value and touches no memory of ours.
+    if unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETOFFLOAD, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The MTU of interface `name` in this network namespace.
+pub fn mtu(name: &str) -> Option<usize> {
+    // SAFETY: a plain socket() call; the fd is owned right after.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh, open descriptor that nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into `req`,
+    // which outlives the call.
+    if unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFMTU,
+            &mut req as *mut libc::ifreq,
+        )
+    } < 0
+    {
+        return None;
+    }
+    // SAFETY: SIOCGIFMTU filled the ifru_mtu member of the union.
+    usize::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
 }

@@ -6,8 +6,7 @@
 //!   one writev SQE of an io_uring, submits the batch in one
 //!   `io_uring_enter` (the TAP's writes complete inline), and returns the
 //!   chains used once all completed;
-//! - rx: while the TAP has a frame and the guest has posted a buffer chain
-//!   (device-writable only), `readv`s the frame straight into the chain.
+//! - rx: `rx::Rx` reads frames into posted chains in io_uring batches.
 //!   With no buffer posted the TAP is taken out of the epoll set (frames
 //!   wait in, or are dropped by, the TAP's own queue) until the guest
 //!   posts buffers and notifies.
@@ -27,6 +26,7 @@ use vm_memory::GuestMemoryBackend;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::rx::{Rx, RxOutcome};
 use super::{HDR_LEN, TX};
 use crate::devices::virtio::{wants_interrupt, Activation, Interrupt, VirtioError, INT_USED_RING};
 use crate::memory::GuestMemory;
@@ -45,14 +45,10 @@ const EV_TX: u64 = 1;
 const EV_RX: u64 = 2;
 const EV_TAP: u64 = 3;
 
-/// What became of one chain.
-enum Chain {
-    /// Served (or dropped); the queue may have more.
-    Done,
+/// Why no chain was popped.
+pub(super) enum Chain {
     /// Nothing available.
     Empty,
-    /// The TAP had nothing to read (rx) — the chain was given back.
-    TapEmpty,
     /// The driver is broken.
     Broken,
 }
@@ -60,7 +56,7 @@ enum Chain {
 /// The state of a device's worker thread.
 pub struct NetWorker {
     mem: GuestMemory,
-    rx: Queue,
+    rx: Rx,
     tx: Queue,
     rx_notify: EventFd,
     tx_notify: EventFd,
@@ -77,7 +73,6 @@ pub struct NetWorker {
     tx_iov: Vec<libc::iovec>,
     tx_batch: Vec<(u16, Option<(usize, usize)>)>,
     ring: IoUring,
-    rx_added: bool,
     tx_added: bool,
 }
 
@@ -86,7 +81,15 @@ pub struct NetWorker {
 unsafe impl Send for NetWorker {}
 
 impl NetWorker {
-    pub fn new(a: Activation, tap: File, stop: EventFd) -> Result<Self, VirtioError> {
+    /// `mergeable`: the driver took mergeable rx buffers; `rx_need`: the
+    /// largest frame (with its header) the TAP may deliver.
+    pub fn new(
+        a: Activation,
+        tap: File,
+        stop: EventFd,
+        mergeable: bool,
+        rx_need: usize,
+    ) -> Result<Self, VirtioError> {
         let mut queues = a.queues.into_iter();
         let mut notifiers = a.notifiers.into_iter();
         let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
@@ -99,7 +102,7 @@ impl NetWorker {
         let ring = IoUring::new(TX_BATCH as u32).map_err(VirtioError::Uring)?;
         let w = NetWorker {
             mem: a.mem,
-            rx,
+            rx: Rx::new(rx, mergeable, rx_need)?,
             tx,
             rx_notify,
             tx_notify,
@@ -112,7 +115,6 @@ impl NetWorker {
             tx_iov: Vec::with_capacity(TX_BATCH * MAX_IOVECS),
             tx_batch: Vec::with_capacity(TX_BATCH),
             ring,
-            rx_added: false,
             tx_added: false,
         };
         for (fd, tag) in [
@@ -314,31 +316,24 @@ impl NetWorker {
     /// Receive frames while both a frame and a buffer chain are there.
     fn serve_rx(&mut self) {
         loop {
-            let _ = self.rx.disable_notification(&self.mem);
-            let mut served = 0usize;
-            loop {
-                match self.one_rx() {
-                    Chain::Done => served += 1,
-                    Chain::Broken => {
-                        self.interrupt.mark_broken();
-                        return;
-                    }
-                    Chain::TapEmpty => {
-                        self.watch_tap(true);
-                        // The TAP woke us; buffers are still posted: no notification needed.
-                        return;
-                    }
-                    Chain::Empty => break,
+            let _ = self.rx.queue.disable_notification(&self.mem);
+            match self.rx.serve(&self.mem, self.tap.as_raw_fd()) {
+                RxOutcome::Broken => {
+                    self.interrupt.mark_broken();
+                    return;
                 }
-                if served > usize::from(self.rx.size()) {
-                    // Let tx have a turn; epoll (the TAP is watched) brings us back.
+                // The TAP wakes us when a frame comes; buffers are posted:
+                // no notification needed. After a ring's worth, tx gets a
+                // turn and epoll (the TAP is watched) brings us back.
+                RxOutcome::TapEmpty | RxOutcome::Yield => {
                     self.watch_tap(true);
                     return;
                 }
+                RxOutcome::NoBuffers => {}
             }
             // No buffer: stop watching the TAP until the driver posts some.
             self.watch_tap(false);
-            match self.rx.enable_notification(&self.mem) {
+            match self.rx.queue.enable_notification(&self.mem) {
                 Ok(true) => self.watch_tap(true),
                 Ok(false) => return,
                 Err(_) => {
@@ -349,68 +344,13 @@ impl NetWorker {
         }
     }
 
-    fn one_rx(&mut self) -> Chain {
-        let mem = self.mem.clone();
-        let (head, total, ok) =
-            match pop_chain(&mut self.rx, &mem, &mut self.iovecs, true, usize::MAX) {
-                Err(c) => return c,
-                Ok(p) => p,
-            };
-        let len = if ok && total >= HDR_LEN {
-            // SAFETY: every iovec points into guest memory vm-memory checked
-            // (mapped while `mem` lives) and is device-writable.
-            let n = unsafe {
-                libc::readv(
-                    self.tap.as_raw_fd(),
-                    self.iovecs.as_ptr(),
-                    self.iovecs.len() as libc::c_int,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EAGAIN) {
-                    // No frame: the chain goes back to the avail ring's head.
-                    self.rx.go_to_previous_position();
-                    return Chain::TapEmpty;
-                }
-                0
-            } else {
-                n as u32
-            }
-        } else {
-            // A bad chain: drop one frame in its place (if there is one) so a
-            // driver that posts only bad buffers cannot stall the TAP forever.
-            // (The TAP refuses reads shorter than its vnet header; the rest
-            // of a frame that does not fit is discarded.)
-            let mut scratch = [0u8; 64];
-            // SAFETY: reads at most 64 bytes into `scratch`.
-            let n = unsafe {
-                libc::read(
-                    self.tap.as_raw_fd(),
-                    scratch.as_mut_ptr().cast(),
-                    scratch.len(),
-                )
-            };
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
-                self.rx.go_to_previous_position();
-                return Chain::TapEmpty;
-            }
-            0
-        };
-        if self.rx.add_used(&mem, head, len).is_err() {
-            return Chain::Broken;
-        }
-        self.rx_added = true;
-        Chain::Done
-    }
-
     fn notify_guest(&mut self) {
         let mut raise = false;
         if std::mem::take(&mut self.tx_added) {
             raise |= wants_interrupt(&mut self.tx, &self.mem);
         }
-        if std::mem::take(&mut self.rx_added) {
-            raise |= wants_interrupt(&mut self.rx, &self.mem);
+        if std::mem::take(&mut self.rx.added) {
+            raise |= wants_interrupt(&mut self.rx.queue, &self.mem);
         }
         if raise {
             self.interrupt.trigger(INT_USED_RING);
@@ -423,7 +363,7 @@ impl NetWorker {
 /// buffer has the direction wanted (`device_writes`), lies in one region of
 /// guest memory, and they number at most `MAX_IOVECS` and `max_bytes` bytes.
 /// `Err` says the queue is empty or broken.
-fn pop_chain(
+pub(super) fn pop_chain(
     queue: &mut Queue,
     mem: &GuestMemory,
     iovecs: &mut Vec<libc::iovec>,
