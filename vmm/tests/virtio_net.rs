@@ -305,8 +305,17 @@ impl NetDriver {
 
     /// Wait until queue `q` has `n` used entries (the device must not break).
     fn wait_used(&self, q: usize, n: u16) {
+        self.wait_until(q, n, |idx| idx == n);
+    }
+
+    /// Wait until queue `q` has at least `n` used entries.
+    fn wait_used_at_least(&self, q: usize, n: u16) {
+        self.wait_until(q, n, |idx| idx.wrapping_sub(n) < 0x8000);
+    }
+
+    fn wait_until(&self, q: usize, n: u16, reached: impl Fn(u16) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.used_idx(q) != n {
+        while !reached(self.used_idx(q)) {
             assert!(!self.broken(), "the device gave up on queue {q}");
             assert!(
                 std::time::Instant::now() < deadline,
@@ -338,20 +347,6 @@ impl NetDriver {
         self.mem.write_slice(frame, GuestAddress(at)).unwrap();
         self.desc(1, head, at, frame.len() as u32, 0, 0);
         self.offer(1, head);
-    }
-
-    /// Wait until queue `q` has at least `n` used entries.
-    fn wait_used_at_least(&self, q: usize, n: u16) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while self.used_idx(q).wrapping_sub(n) >= 0x8000 {
-            assert!(!self.broken(), "the device gave up on queue {q}");
-            assert!(
-                std::time::Instant::now() < deadline,
-                "queue {q}: used idx {} never reached {n}",
-                self.used_idx(q)
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
     }
 
     /// Send an ARP request for 10.98.0.1 (the TAP's address) from buffer `at`.

@@ -30,7 +30,7 @@ use std::os::unix::io::RawFd;
 use io_uring::{opcode, types, IoUring};
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 
-use super::worker::{pop_chain, Chain};
+use super::worker::{complete_all, pop_chain, Chain};
 use super::HDR_LEN;
 use crate::devices::virtio::VirtioError;
 use crate::memory::GuestMemory;
@@ -234,23 +234,13 @@ impl Rx {
         }
         self.results.clear();
         self.results.resize(reads, -libc::ECANCELED);
-        let mut done = 0usize;
-        while done < reads {
-            match self.ring.submit_and_wait(reads - done) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => {
-                    eprintln!("kiln-vmm: virtio-net rx io_uring failed: {e}");
-                    return None;
-                }
+        let results = &mut self.results;
+        complete_all(&mut self.ring, reads, |cqe| {
+            if let Some(r) = results.get_mut(cqe.user_data() as usize) {
+                *r = cqe.result();
             }
-            for cqe in self.ring.completion() {
-                if let Some(r) = self.results.get_mut(cqe.user_data() as usize) {
-                    *r = cqe.result();
-                }
-                done += 1;
-            }
-        }
+        })
+        .ok()?;
         let mut frames = 0usize;
         // Chains of earlier reads that a frame did not need stay pending,
         // ahead of later reads' chains: `keep` counts them at the front.

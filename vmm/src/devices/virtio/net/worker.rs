@@ -297,20 +297,8 @@ impl NetWorker {
             }
             queued += 1;
         }
-        let mut done = 0usize;
-        while done < queued {
-            match self.ring.submit_and_wait(queued - done) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => {
-                    eprintln!("kiln-vmm: virtio-net io_uring failed: {e}");
-                    return false;
-                }
-            }
-            // A failed write (a full TAP queue, a link down) drops its frame.
-            done += self.ring.completion().count();
-        }
-        true
+        // A failed write (a full TAP queue, a link down) drops its frame.
+        complete_all(&mut self.ring, queued, |_| {}).is_ok()
     }
 
     /// Receive frames while both a frame and a buffer chain are there.
@@ -356,6 +344,31 @@ impl NetWorker {
             self.interrupt.trigger(INT_USED_RING);
         }
     }
+}
+
+/// Submit what `ring` holds and wait until `n` completions came, handing
+/// each to `each`; Err when the ring failed (the error is printed).
+pub(super) fn complete_all(
+    ring: &mut IoUring,
+    n: usize,
+    mut each: impl FnMut(&io_uring::cqueue::Entry),
+) -> Result<(), ()> {
+    let mut done = 0usize;
+    while done < n {
+        match ring.submit_and_wait(n - done) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                eprintln!("kiln-vmm: virtio-net io_uring failed: {e}");
+                return Err(());
+            }
+        }
+        for cqe in ring.completion() {
+            each(&cqe);
+            done += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Pop the next chain of `queue`, its buffers' host addresses into
