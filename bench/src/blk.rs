@@ -43,6 +43,14 @@ pub struct BlkArgs {
     /// Directory for the test file (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Guests (both VMMs') poll this long without a completion before
+    /// sleeping until the device interrupts; default: poll all the time.
+    #[arg(long)]
+    pub spin_us: Option<u64>,
+    /// Only these cases (default all): randread_qd1, randread_qd32,
+    /// randwrite_qd1, randwrite_qd32, seqread_128k_qd8.
+    #[arg(long, value_delimiter = ',')]
+    pub cases: Vec<String>,
     #[command(flatten)]
     pub binaries: GuestBinaries,
     /// Print one JSON object instead of a table.
@@ -220,9 +228,19 @@ fn read_result(child: &mut Child, seconds: u64) -> anyhow::Result<(Sample, u64, 
     }
 }
 
-fn guest_cmdline(c: &Case, seconds: u64) -> String {
+/// The cases `names` asks for (all when empty).
+fn selected(names: &[String]) -> impl Iterator<Item = &'static Case> + '_ {
+    CASES
+        .iter()
+        .filter(move |c| names.is_empty() || names.iter().any(|n| n == c.name))
+}
+
+fn guest_cmdline(c: &Case, seconds: u64, spin_us: Option<u64>) -> String {
+    let spin = spin_us
+        .map(|us| format!(" spin_us={us}"))
+        .unwrap_or_default();
     format!(
-        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={seconds} {} kiln.after=idle",
+        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={seconds}{spin} {} kiln.after=idle",
         c.rw,
         c.bs,
         c.qd,
@@ -237,11 +255,12 @@ fn kiln_run(
     file: &Path,
     c: &Case,
     seconds: u64,
+    spin_us: Option<u64>,
 ) -> anyhow::Result<Sample> {
     let cfg = json!({
         "vcpus": 1,
         "memory_mib": 128,
-        "firmware": {"path": fw, "cmdline": guest_cmdline(c, seconds)},
+        "firmware": {"path": fw, "cmdline": guest_cmdline(c, seconds, spin_us)},
         "disks": [{"path": file, "direct": true}],
         "console": {"stdout": true},
     });
@@ -252,8 +271,14 @@ fn kiln_run(
     run_guest(cmd, &|name| name.starts_with("vcpu"), seconds)
 }
 
-fn qemu_run(fw: &Path, file: &Path, c: &Case, seconds: u64) -> anyhow::Result<Sample> {
-    let mut cmd = qemu_microvm(fw, &guest_cmdline(c, seconds));
+fn qemu_run(
+    fw: &Path,
+    file: &Path,
+    c: &Case,
+    seconds: u64,
+    spin_us: Option<u64>,
+) -> anyhow::Result<Sample> {
+    let mut cmd = qemu_microvm(fw, &guest_cmdline(c, seconds, spin_us));
     cmd.arg("-drive")
         .arg(format!(
             "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
@@ -366,6 +391,9 @@ fn summary(samples: &[Sample]) -> Value {
 }
 
 pub fn run(a: BlkArgs) -> anyhow::Result<()> {
+    if let Some(bad) = a.cases.iter().find(|n| !CASES.iter().any(|c| c.name == *n)) {
+        bail!("--cases: no case {bad:?}");
+    }
     let (vmm, fw) = a.binaries.resolve()?;
     for v in &a.vs {
         if v != "host" && v != "qemu" {
@@ -390,14 +418,14 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
     let mut iops: std::collections::HashMap<(String, &str), f64> = Default::default();
     for system in &systems {
         let mut cases = Map::new();
-        for c in CASES {
+        for c in selected(&a.cases) {
             let mut samples = Vec::new();
             let mut failure = None;
             for _ in 0..a.runs {
                 let t0 = Instant::now();
                 let r = match *system {
-                    "kiln" => kiln_run(&vmm, &fw, &scratch, &file, c, a.seconds),
-                    "qemu" => qemu_run(&fw, &file, c, a.seconds),
+                    "kiln" => kiln_run(&vmm, &fw, &scratch, &file, c, a.seconds, a.spin_us),
+                    "qemu" => qemu_run(&fw, &file, c, a.seconds, a.spin_us),
                     _ => fio_run(&file, c, a.seconds),
                 };
                 match r {
@@ -433,7 +461,7 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
         if !a.vs.iter().any(|v| v == reference) {
             continue;
         }
-        for c in CASES {
+        for c in selected(&a.cases) {
             let k = iops
                 .get(&("kiln".to_string(), c.name))
                 .copied()

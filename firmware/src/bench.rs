@@ -30,13 +30,16 @@ impl Rw {
     }
 }
 
-/// `rw=… bs=… qd=… seconds=…` with fio-like defaults.
+/// `rw=… bs=… qd=… seconds=… [spin_us=…]` with fio-like defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BenchArgs {
     pub rw: Rw,
     pub bs: u64,
     pub qd: u64,
     pub seconds: u64,
+    /// How long to poll the used ring without progress before sleeping
+    /// until the device interrupts; None polls all the time.
+    pub spin_us: Option<u64>,
 }
 
 /// Parse the arguments; the error names the bad one.
@@ -63,11 +66,16 @@ pub fn parse_args(cmdline: &[u8]) -> Result<BenchArgs, &'static [u8]> {
     if qd == 0 {
         return Err(b"qd must be at least 1");
     }
+    let spin_us = match cmdline::value(cmdline, b"spin_us") {
+        Some(v) => Some(cmdline::parse_u64(v).ok_or(b"bad spin_us".as_slice())?),
+        None => None,
+    };
     Ok(BenchArgs {
         rw,
         bs,
         qd,
         seconds,
+        spin_us,
     })
 }
 
@@ -174,9 +182,12 @@ mod tests {
                 rw: Rw::RandWrite,
                 bs: 4096,
                 qd: 32,
-                seconds: 3
+                seconds: 3,
+                spin_us: None,
             }
         );
+        assert_eq!(parse_args(b"spin_us=20").unwrap().spin_us, Some(20));
+        assert!(parse_args(b"spin_us=x").is_err());
         let d = parse_args(b"").unwrap();
         assert_eq!((d.rw, d.bs, d.qd, d.seconds), (Rw::RandRead, 4096, 1, 5));
         assert!(parse_args(b"rw=trim").is_err());

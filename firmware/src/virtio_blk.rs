@@ -207,6 +207,16 @@ impl Blk {
         self.queue.avail_index()
     }
 
+    /// Ask for an interrupt at the next completion (or stop asking).
+    pub fn set_interrupts(&mut self, on: bool) {
+        self.queue.set_interrupts(on);
+    }
+
+    /// Whether a completion is waiting (without taking it).
+    pub fn peek_used(&self) -> bool {
+        self.queue.has_used()
+    }
+
     /// One completed request, if any: (slot, status byte).
     pub fn poll(&mut self) -> Option<(usize, u8)> {
         let used = self.queue.pop_used()?;
