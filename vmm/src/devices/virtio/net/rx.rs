@@ -19,8 +19,9 @@
 //! leaves alone) is set: 1, or the chains a mergeable frame spans.
 //!
 //! A chain that is not usable (device-readable, outside guest memory, too
-//! many buffers) drops one frame in its place and is returned with length 0,
-//! so a driver that posts only bad buffers cannot stall the TAP; an error
+//! many buffers) is returned with length 0; when it is the first one waiting
+//! it also drops one frame in its place, so a driver that posts only bad
+//! buffers cannot stall the TAP; an error
 //! from a read (a frame larger than a non-mergeable chain) drops that frame
 //! and returns the chain with length 0.
 
@@ -168,12 +169,11 @@ impl Rx {
                 continue;
             }
             self.spare.push(iov);
-            if !self.pending.is_empty() {
-                // Dealt with when it reaches the front.
-                self.queue.go_to_previous_position();
-                return Ok(None);
-            }
-            if !drop_one_frame(tap) {
+            // A bad chain behind good ones is returned at once (putting it
+            // back would leave it in front of any later buffers, and with
+            // too few pending for a mergeable frame the worker would spin
+            // on an avail ring that never gets shorter).
+            if self.pending.is_empty() && !drop_one_frame(tap) {
                 self.queue.go_to_previous_position();
                 return Ok(Some(RxOutcome::TapEmpty));
             }
