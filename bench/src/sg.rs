@@ -422,11 +422,13 @@ pub fn run(args: SgArgs) -> anyhow::Result<()> {
         let q = summarize(&ruled).ok_or_else(|| anyhow!("no iperf3 runs"))?;
         report.result(
             "norules",
-            json!({ "throughput_gbps": round3(p.median), "spread": round3(p.spread) }),
+            json!({ "throughput_gbps": round3(p.median), "spread": round3(p.spread),
+                    "samples_gbps": plain.iter().map(|x| round3(*x)).collect::<Vec<_>>() }),
         );
         report.result(
             "rules",
             json!({ "throughput_gbps": round3(q.median), "spread": round3(q.spread),
+                    "samples_gbps": ruled.iter().map(|x| round3(*x)).collect::<Vec<_>>(),
                     "ports": args.ports, "rules_per_port": args.rules }),
         );
         report.ratio("rules_over_norules_throughput", q.median, p.median);
