@@ -5,7 +5,8 @@
 //! rules (remote groups included; all but the two real guests are synthetic
 //! ports whose interfaces need not exist).
 //! - throughput: iperf3 TCP from guest a to guest b with no nftables tables
-//!   vs with the whole model installed (runs interleaved);
+//!   vs with the whole model installed (runs interleaved ABBA, client and
+//!   server pinned to different CPUs, the slow-start second left out);
 //! - control path: one port's update (it moves to another group: two member
 //!   sets and two remote-group sets change, one batch) and one remote-group
 //!   member change (it joins or leaves a rule-less group), p50/p99 over U updates,
@@ -292,35 +293,51 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// One iperf3 run from `client_ns` to `server` in `server_ns`; bits per second.
+/// CPUs for the iperf3 server and client: pinned apart when there are two
+/// or more (on two cores an unpinned pair sometimes shares one, which made
+/// runs differ by more than the effect measured).
+fn iperf_cpus() -> Option<(String, String)> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n >= 2).then(|| ("1".to_string(), "0".to_string()))
+}
+
+/// One iperf3 run from `client_ns` to `server` in `server_ns`; bits per
+/// second received, the first (slow-start) second left out.
 fn iperf(server_ns: &str, client_ns: &str, server: Ipv4Addr, seconds: f64) -> anyhow::Result<f64> {
+    let cpus = iperf_cpus();
     let mut srv = netns::run_in(server_ns, || {
-        Command::new("iperf3")
-            .args([
-                "-s",
-                "-1",
-                "-B",
-                &server.to_string(),
-                "-p",
-                &IPERF_PORT.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let mut cmd = Command::new("iperf3");
+        cmd.args([
+            "-s",
+            "-1",
+            "-B",
+            &server.to_string(),
+            "-p",
+            &IPERF_PORT.to_string(),
+        ]);
+        if let Some((s, _)) = &cpus {
+            cmd.args(["-A", s]);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()
     })??;
     std::thread::sleep(Duration::from_millis(300));
     let out = netns::run_in(client_ns, || {
-        Command::new("iperf3")
-            .args([
-                "-c",
-                &server.to_string(),
-                "-p",
-                &IPERF_PORT.to_string(),
-                "-t",
-                &format!("{seconds}"),
-                "-J",
-            ])
-            .output()
+        let mut cmd = Command::new("iperf3");
+        cmd.args([
+            "-c",
+            &server.to_string(),
+            "-p",
+            &IPERF_PORT.to_string(),
+            "-t",
+            &format!("{seconds}"),
+            "-O",
+            "1",
+            "-J",
+        ]);
+        if let Some((_, c)) = &cpus {
+            cmd.args(["-A", c]);
+        }
+        cmd.output()
     })??;
     let _ = srv.kill();
     let _ = srv.wait();
@@ -388,21 +405,30 @@ pub fn run(args: SgArgs) -> anyhow::Result<()> {
     let mut sg = netns::run_in(&host, SecurityGroups::open)??;
     if has_tool("iperf3") {
         let (mut plain, mut ruled) = (Vec::new(), Vec::new());
-        for _ in 0..args.runs {
-            delete_tables(&host)?;
-            plain.push(iperf(&b, &a, addr(1), args.seconds)? / 1e9);
-            sg.reconcile(&model)?;
-            ruled.push(iperf(&b, &a, addr(1), args.seconds)? / 1e9);
+        // Interleaved in ABBA order, so a drift of the machine over the run
+        // weighs on both conditions alike.
+        for i in 0..args.runs {
+            for with_rules in [i % 2 == 1, i % 2 == 0] {
+                if with_rules {
+                    sg.reconcile(&model)?;
+                    ruled.push(iperf(&b, &a, addr(1), args.seconds)? / 1e9);
+                } else {
+                    delete_tables(&host)?;
+                    plain.push(iperf(&b, &a, addr(1), args.seconds)? / 1e9);
+                }
+            }
         }
         let p = summarize(&plain).ok_or_else(|| anyhow!("no iperf3 runs"))?;
         let q = summarize(&ruled).ok_or_else(|| anyhow!("no iperf3 runs"))?;
         report.result(
             "norules",
-            json!({ "throughput_gbps": round3(p.median), "spread": round3(p.spread) }),
+            json!({ "throughput_gbps": round3(p.median), "spread": round3(p.spread),
+                    "samples_gbps": plain.iter().map(|x| round3(*x)).collect::<Vec<_>>() }),
         );
         report.result(
             "rules",
             json!({ "throughput_gbps": round3(q.median), "spread": round3(q.spread),
+                    "samples_gbps": ruled.iter().map(|x| round3(*x)).collect::<Vec<_>>(),
                     "ports": args.ports, "rules_per_port": args.rules }),
         );
         report.ratio("rules_over_norules_throughput", q.median, p.median);

@@ -124,6 +124,8 @@ fn reconcile_converges_after_restart_and_is_idempotent() {
         );
         assert_eq!(nft_elem_count(&j, "inet", "kiln", "pg-base"), 2);
         assert_eq!(nft_elem_count(&j, "bridge", "kiln", "as_mac"), 2);
+        assert_eq!(nft_elem_count(&j, "bridge", "kiln", "as_ip4_host"), 2);
+        assert_eq!(nft_elem_count(&j, "bridge", "kiln", "as_ip4"), 0);
     }
 
     // Outside damage: a whole table deleted; reconcile rebuilds it, once.
@@ -133,11 +135,11 @@ fn reconcile_converges_after_restart_and_is_idempotent() {
     assert_eq!(sg.reconcile(&m).unwrap().messages, 0);
     assert!(!tcp_ok(&a.ns, b.ip, 22));
     assert!(tcp_ok(&a.ns, b.ip, 2222));
-    // Elements removed behind our back (every port's MAC) are put back.
-    Fixture::exec(
-        &f.host,
-        &["nft", "flush", "set", "bridge", "kiln", "as_mac"],
-    );
+    // Elements removed behind our back (every port's MAC, and its exact
+    // MAC . address pairs, which hold the MAC too) are put back.
+    for set in ["as_mac", "as_ip4_host"] {
+        Fixture::exec(&f.host, &["nft", "flush", "set", "bridge", "kiln", set]);
+    }
     assert!(
         !tcp_ok(&a.ns, b.ip, 2222),
         "without its MAC element a is dropped"

@@ -169,14 +169,20 @@ pub fn compile_rule(r: &SecurityGroupRule) -> Result<Vec<Expr>, CompileError> {
     Ok(out)
 }
 
-/// The head of a filtering base chain: only kiln ports' traffic is filtered;
-/// invalid dropped, replies accepted, DHCP and neighbour discovery always allowed.
+/// The head of a filtering base chain: replies and established flows
+/// accepted first (every packet after a connection's first takes this one
+/// rule), then only kiln ports' traffic is filtered: invalid dropped, DHCP and
+/// neighbour discovery always allowed.
 fn common_head(dir: Direction) -> Vec<Vec<Expr>> {
     let (dhcp4, dhcp6, nd, ports) = match dir {
         Direction::Egress => ([0, 68, 0, 67], [2, 34, 2, 35], ND_OUT, FROM_PORTS),
         Direction::Ingress => ([0, 67, 0, 68], [2, 35, 2, 34], ND_IN, TO_PORTS),
     };
     vec![
+        rule([
+            ct_state_any(NF_CT_STATE_ESTABLISHED | NF_CT_STATE_RELATED),
+            vec![accept()],
+        ]),
         vec![
             load_meta(NFT_META_MARK, R0),
             lookup(ports, R0, true),
@@ -185,10 +191,6 @@ fn common_head(dir: Direction) -> Vec<Vec<Expr>> {
         rule([
             ct_state_any(NF_CT_STATE_INVALID),
             vec![Expr::Counter, drop()],
-        ]),
-        rule([
-            ct_state_any(NF_CT_STATE_ESTABLISHED | NF_CT_STATE_RELATED),
-            vec![accept()],
         ]),
         rule([
             nfproto(false),
@@ -287,9 +289,19 @@ pub fn compile_port(model: &Model, p: &Port, mark: Option<u32>) -> Result<PortRu
         prefix.extend_from_slice(mac);
         prefix.extend_from_slice(&[0, 0]);
         out.bridge_elems.push((AS_MAC, Elem::key(prefix.clone())));
-        let mut ranges = ranges.clone();
-        ranges.push(Range::host(link_local(*mac).into()));
-        for r in merge(ranges) {
+        // Single addresses go to the hash sets every packet is checked
+        // against; prefixes to the interval sets of the slow path.
+        let (hosts, prefixes): (Vec<Range>, Vec<Range>) =
+            ranges.iter().partition(|r| r.start == r.end);
+        let mut hosts: BTreeSet<Range> = hosts.into_iter().collect();
+        hosts.insert(Range::host(link_local(*mac).into()));
+        for h in hosts {
+            let mut key = prefix.clone();
+            key.extend(h.bytes(h.start));
+            out.bridge_elems
+                .push((if h.v6 { AS_IP6_HOST } else { AS_IP4_HOST }, Elem::key(key)));
+        }
+        for r in merge(prefixes) {
             let mut key = prefix.clone();
             key.extend(r.bytes(r.start));
             let mut end = prefix.clone();
@@ -697,11 +709,69 @@ mod tests {
         let m = model();
         let pr = compile_port(&m, &m.ports["p0"], Some(7)).unwrap();
         let sets: Vec<&str> = pr.bridge_elems.iter().map(|(s, _)| *s).collect();
-        assert_eq!(sets, vec![SPOOF_PORTS, PORT_MARK, AS_MAC, AS_IP4, AS_IP6]);
+        assert_eq!(
+            sets,
+            vec![SPOOF_PORTS, PORT_MARK, AS_MAC, AS_IP4_HOST, AS_IP6_HOST]
+        );
         let eg = &pr.inet_elems[0];
         assert_eq!(eg.0, FROM_PORTS);
         assert_eq!(eg.1.key, (7 | FROM_PORT_BIT).to_ne_bytes().to_vec());
         assert_eq!(pr.member_of, vec!["g".to_string()]);
+    }
+
+    #[test]
+    fn single_addresses_are_hashed_and_prefixes_are_intervals() {
+        let mut m = model();
+        if let Some(p) = m.ports.get_mut("p0") {
+            p.allowed_address_pairs = vec![
+                AllowedAddressPair {
+                    ip_address: "10.0.9.4/30".into(),
+                    mac_address: None,
+                },
+                AllowedAddressPair {
+                    ip_address: "10.0.0.3/32".into(),
+                    mac_address: None,
+                },
+            ];
+        }
+        let pr = compile_port(&m, &m.ports["p0"], Some(7)).unwrap();
+        let keys = |set: &str| -> Vec<Vec<u8>> {
+            pr.bridge_elems
+                .iter()
+                .filter(|(s, _)| *s == set)
+                .map(|(_, e)| e.key[24..].to_vec())
+                .collect()
+        };
+        // the fixed IP and the /32 pair: exact, one hash lookup per packet
+        assert_eq!(
+            keys(AS_IP4_HOST),
+            vec![vec![10, 0, 0, 1], vec![10, 0, 0, 3]]
+        );
+        assert_eq!(keys(AS_IP4), vec![vec![10, 0, 9, 4]]);
+        let range = pr.bridge_elems.iter().find(|(s, _)| *s == AS_IP4);
+        let end = range.and_then(|(_, e)| e.key_end.clone()).unwrap();
+        assert_eq!(end[24..], [10, 0, 9, 7]);
+        // the link-local address from the MAC is exact too
+        assert_eq!(keys(AS_IP6_HOST).len(), 1);
+        assert!(keys(AS_IP6).is_empty());
+    }
+
+    #[test]
+    fn established_flows_take_the_first_rule() {
+        let m = model();
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let d = dispatch_chain(&m, dir);
+            assert_eq!(
+                d.rules[0],
+                rule_of(ct_state_any(NF_CT_STATE_ESTABLISHED | NF_CT_STATE_RELATED))
+            );
+            assert!(!d.rules[0].contains(&Expr::Counter));
+        }
+    }
+
+    fn rule_of(mut exprs: Vec<Expr>) -> Vec<Expr> {
+        exprs.push(accept());
+        exprs
     }
 
     #[test]
