@@ -16,7 +16,7 @@ use kiln_vmm::devices::virtio::mmio::*;
 use kiln_vmm::devices::virtio::net::Net;
 use kiln_vmm::devices::virtio::STATUS_NEEDS_RESET;
 use serde_json::json;
-use support::{ask, finish, firmware, kvm_available, wait_socket, Guest, Netns, Vmm, VMM};
+use support::{ask, finish, firmware, ip_in, kvm_available, wait_socket, Guest, Netns, Vmm, VMM};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -370,15 +370,7 @@ fn hostile_net_chains_drop_frames_and_a_runaway_ring_marks_the_device_broken() {
     let name = ns.name.clone();
     ns.run(move || {
         let mut d = NetDriver::new("khostile0");
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip")
-                .arg("-n")
-                .arg(&name)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
-        };
+        let ip = |args: &[&str]| ip_in(&name, args);
         ip(&["addr", "add", "10.98.0.1/24", "dev", "khostile0"]);
         ip(&["link", "set", "khostile0", "up"]);
 
@@ -509,13 +501,7 @@ fn in_tap_namespace(
             &["link", "set", tap, "address", "02:6b:00:00:00:01"],
             &["link", "set", tap, "up"],
         ] {
-            let out = Command::new("ip")
-                .arg("-n")
-                .arg(&name)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
+            ip_in(&name, args);
         }
         f(d)
     });
@@ -702,13 +688,7 @@ fn random_net_chains_never_break_the_device() {
                 "kfuzz0",
             ],
         ] {
-            let out = Command::new("ip")
-                .arg("-n")
-                .arg(&name)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "ip {args:?}: {out:?}");
+            ip_in(&name, args);
         }
         let host = UdpSocket::bind("10.98.0.1:0").unwrap();
         let strategy = (

@@ -215,13 +215,7 @@ impl Netns {
 
     /// `ip -n <ns> args…`, which must succeed.
     pub fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        ip_in(&self.name, args);
     }
 
     /// Run `f` on a thread that has entered the namespace.
@@ -258,4 +252,16 @@ impl Drop for Vmm {
             let _ = c.wait();
         }
     }
+}
+
+/// `ip -n NS ARGS`, which must succeed (usable from inside `Netns::run`,
+/// where the `Netns` itself cannot go).
+pub fn ip_in(ns: &str, args: &[&str]) {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
 }
