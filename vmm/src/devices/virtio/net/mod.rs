@@ -168,7 +168,11 @@ impl VirtioDevice for Net {
             // The guest then gets complete, checksummed frames only: still right.
             eprintln!("kiln-vmm: TUNSETOFFLOAD on {}: {e}", self.tap_name);
         }
-        let rx_need = if acked & (F_GUEST_TSO4 | F_GUEST_TSO6) != 0 {
+        let mergeable = acked & F_MRG_RXBUF != 0;
+        // Only mergeable groups are sized by it; others take one chain a frame.
+        let rx_need = if !mergeable {
+            0
+        } else if acked & (F_GUEST_TSO4 | F_GUEST_TSO6) != 0 {
             MAX_GSO_FRAME
         } else {
             // Frames up to the TAP's MTU (read now: a larger MTU set later
@@ -176,7 +180,6 @@ impl VirtioDevice for Net {
             HDR_LEN + 14 + 4 + tap::mtu(&self.tap_name).unwrap_or(1500)
         };
         let stop_fd = stop.try_clone().map_err(VirtioError::EventFd)?;
-        let mergeable = acked & F_MRG_RXBUF != 0;
         let w = worker::NetWorker::new(a, tap, stop_fd, mergeable, rx_need)?;
         let handle = std::thread::Builder::new()
             .name(format!("net-{}", self.id))

@@ -140,9 +140,10 @@ impl Rx {
     /// is empty. A bad chain at the front drops one frame; Some(TapEmpty)
     /// when there was no frame to drop (the chain waits for one).
     fn fill(&mut self, mem: &GuestMemory, tap: RawFd) -> Result<Option<RxOutcome>, ()> {
+        // Summed once here and kept up as chains are added below.
+        let mut cap: usize = self.pending.iter().map(|p| p.cap).sum();
         loop {
             let enough = if self.mergeable {
-                let cap: usize = self.pending.iter().map(|p| p.cap).sum();
                 cap >= self.need * self.hint
             } else {
                 self.pending.len() >= self.hint
@@ -161,6 +162,7 @@ impl Rx {
                 }
             };
             if ok && total >= HDR_LEN {
+                cap += total;
                 self.pending.push_back(Pending {
                     head,
                     cap: total,
@@ -257,7 +259,7 @@ impl Rx {
                 self.deliver(mem, keep, res as usize)
             } else if !self.mergeable {
                 // The TAP dropped a frame that did not fit this chain.
-                self.complete(mem, keep, 0)
+                self.complete(mem, keep, 0).map(|()| 1)
             } else {
                 Some(0)
             };
@@ -294,12 +296,12 @@ impl Rx {
     }
 
     /// Return `pending[at]` to the driver with `len` bytes written.
-    fn complete(&mut self, mem: &GuestMemory, at: usize, len: u32) -> Option<usize> {
+    fn complete(&mut self, mem: &GuestMemory, at: usize, len: u32) -> Option<()> {
         let p = self.pending.remove(at)?;
         self.spare.push(p.iov);
         self.queue.add_used(mem, p.head, len).ok()?;
         self.added = true;
-        Some(1)
+        Some(())
     }
 }
 
