@@ -34,6 +34,31 @@ const TAG_STOP: u64 = (1 << 63) | 1;
 const RING_ENTRIES: u32 = 512;
 /// Times a full submission queue is flushed before a request fails.
 const PUSH_RETRIES: usize = 16;
+/// `io_uring_enter` flag: wait for (and, on a deferred ring, post)
+/// completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;
+
+/// The queue's ring. Where the kernel has them (6.1+), one issuer and
+/// deferred completion work: an O_DIRECT completion then only queues work
+/// for this thread's next `io_uring_enter` instead of interrupting or
+/// waking it, and a waiting thread is woken once enough completions are
+/// ready. Such a ring is created disabled: the queue thread, not the one
+/// activating the device, becomes its issuer when it enables it. Returns
+/// whether the ring is deferred.
+fn new_ring() -> std::io::Result<(IoUring, bool)> {
+    let deferred = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_r_disabled()
+        .build(RING_ENTRIES);
+    match deferred {
+        Ok(ring) => Ok((ring, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok((IoUring::new(RING_ENTRIES)?, false))
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// One descriptor head's request while its I/O is in flight.
 #[derive(Clone, Copy, Default)]
@@ -57,6 +82,9 @@ pub struct QueueWorker {
     files_generation: u64,
     settings: BlkSettings,
     ring: IoUring,
+    /// The ring defers completion work to this thread's next wait (see
+    /// `new_ring`): it must enter the kernel to see completions.
+    deferred: bool,
     slots: Vec<Slot>,
     segments: Vec<Segment>,
     in_flight: usize,
@@ -73,7 +101,7 @@ impl QueueWorker {
         disk: Arc<SharedDisk>,
         settings: BlkSettings,
     ) -> Result<Self, VirtioError> {
-        let ring = IoUring::new(RING_ENTRIES).map_err(VirtioError::Uring)?;
+        let (ring, deferred) = new_ring().map_err(VirtioError::Uring)?;
         let slots = vec![Slot::default(); usize::from(queue.size().max(1))];
         Ok(QueueWorker {
             mem,
@@ -86,6 +114,7 @@ impl QueueWorker {
             disk,
             settings,
             ring,
+            deferred,
             slots,
             segments: Vec::with_capacity(SEG_MAX as usize + 2),
             in_flight: 0,
@@ -96,15 +125,23 @@ impl QueueWorker {
     /// Serve the queue until the stop eventfd fires; in-flight I/O is
     /// completed before returning.
     ///
-    /// For `settings.poll` after the last activity, while no I/O is in
-    /// flight, the thread polls the avail ring instead of sleeping, with
-    /// guest notifications off: a driver that sends its next request right
-    /// after a completion then pays neither a notification exit nor a
-    /// cross-CPU wake-up of this thread (both tens of µs on a nested host).
-    /// With I/O in flight, or idle, it sleeps in `io_uring_enter` with
-    /// notifications on (spinning through an I/O would starve the host's own
-    /// completion work on a small machine).
+    /// For `settings.poll` after the last activity (a request popped or an
+    /// I/O completed) the thread polls instead of sleeping, with guest
+    /// notifications off: it looks at the avail ring and reaps completions
+    /// in a loop, so a driver that keeps its queue full pays neither
+    /// notification exits nor a cross-CPU wake-up of this thread per
+    /// request (both tens of µs on a nested host). This keeps the device's
+    /// queue full: at QD32 on the measured host it holds ~30 of 32 requests
+    /// in flight instead of ~26, for ~1.4× the IOPS. The price is a host
+    /// CPU spent spinning while the guest does I/O, so it is opt-in
+    /// (`poll_us`, default 0). Otherwise, and after the window, it sleeps in
+    /// `io_uring_enter` with notifications on.
     pub fn run(mut self) {
+        crate::affinity::pin_or_warn(&self.settings.affinity, "a virtio-blk queue thread");
+        if self.deferred && self.ring.submitter().register_enable_rings().is_err() {
+            self.interrupt.mark_broken();
+            return;
+        }
         let (n, s) = (self.notifier.as_raw_fd(), self.stop.as_raw_fd());
         if !self.arm_poll(n, TAG_NOTIFY) || !self.arm_poll(s, TAG_STOP) {
             self.interrupt.mark_broken();
@@ -113,12 +150,8 @@ impl QueueWorker {
         let mut last_activity = Instant::now();
         let mut notifications_on = true;
         loop {
-            // Poll only while nothing is in flight (the driver is about to
-            // send its next request); with I/O in flight, sleep until it
-            // completes or the driver notifies.
-            let busy = self.in_flight == 0
-                && !self.settings.poll.is_zero()
-                && last_activity.elapsed() < self.settings.poll;
+            let busy =
+                !self.settings.poll.is_zero() && last_activity.elapsed() < self.settings.poll;
             let wait = if busy {
                 if notifications_on {
                     let _ = self.queue.disable_notification(&self.mem);
@@ -143,17 +176,11 @@ impl QueueWorker {
                 // fewer wake-ups, completions still flow while the rest runs.
                 self.in_flight.div_ceil(4).max(1)
             };
-            if wait > 0 || !self.ring.submission().is_empty() {
-                match self.ring.submit_and_wait(wait) {
-                    Ok(_) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                    Err(e) => {
-                        eprintln!("kiln-vmm: virtio-blk io_uring failed: {e}");
-                        self.interrupt.mark_broken();
-                        self.drain();
-                        return;
-                    }
-                }
+            if let Err(e) = self.enter(wait) {
+                eprintln!("kiln-vmm: virtio-blk io_uring failed: {e}");
+                self.interrupt.mark_broken();
+                self.drain();
+                return;
             }
             let (notified, stopped, reaped) = self.reap();
             if stopped {
@@ -179,6 +206,44 @@ impl QueueWorker {
             self.notify_guest();
             if busy && !reaped && popped == 0 {
                 std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Submit what is queued and wait for `wait` completions (0: none).
+    /// A deferred ring enters the kernel even then, since its completions
+    /// are posted only while this thread is inside `io_uring_enter`.
+    fn enter(&mut self, wait: usize) -> std::io::Result<()> {
+        let pending = self.ring.submission().len();
+        if wait == 0 && pending == 0 && !self.deferred {
+            return Ok(());
+        }
+        let flags = if wait > 0 || self.deferred {
+            IORING_ENTER_GETEVENTS
+        } else {
+            0
+        };
+        loop {
+            // SAFETY: no argument struct is passed; the SQEs being submitted
+            // were checked when pushed (see `push`).
+            let r = unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    pending as u32,
+                    wait as u32,
+                    flags,
+                    None,
+                )
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {
+                    if wait == 0 {
+                        return Ok(());
+                    }
+                }
+                // The completion queue is full: reap, then come back.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
     }
