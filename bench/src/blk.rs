@@ -6,7 +6,18 @@
 //! - The file (default 1 GiB) is written in full first, so reads hit real
 //!   blocks, not holes.
 //! - Cases: 4 KiB randread and randwrite at QD1 and QD32, 128 KiB
-//!   sequential read at QD8; each `--runs` times per system, medians reported.
+//!   sequential read at QD8; each `--runs` times per system, medians and
+//!   spreads reported. The systems take turns run by run (the first one
+//!   rotates), so a slow minute of the shared disk hits them alike; each
+//!   round's kiln/reference ratio is kept too.
+//! - `--poll-us` (default 50) is kiln's disk `poll_us`: its queue thread
+//!   polls while the guest keeps I/O coming. QEMU gets the same window
+//!   through an iothread's adaptive polling (`poll-max-ns`); 0 turns both
+//!   off.
+//! - `--placement auto` (default) runs both VMMs' vCPU off the CPUs that
+//!   take the test disk's interrupts and their I/O threads on them (kiln
+//!   through its config, QEMU by pinning its threads right after spawn);
+//!   the JSON's `settings.placement` says what was chosen, or why nothing.
 //! - Guests run `kiln.mode=blk-bench rw=… bs=… qd=… seconds=… kiln.after=idle`
 //!   and print one line (IOPS, MiB/s, p50/p99 completion latency); while the
 //!   guest idles afterwards the VMM's threads' CPU time is read from /proc
@@ -22,6 +33,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
+use crate::placement::Placement;
 use crate::report::Report;
 use crate::scratch::{GuestBinaries, Scratch};
 use crate::stats::summarize;
@@ -47,6 +59,15 @@ pub struct BlkArgs {
     /// sleeping until the device interrupts; default: poll all the time.
     #[arg(long)]
     pub spin_us: Option<u64>,
+    /// kiln's disk `poll_us` (its queue thread polls this long after
+    /// activity) and QEMU's iothread `poll-max-ns` (in µs); 0: neither polls.
+    #[arg(long, default_value_t = 50)]
+    pub poll_us: u32,
+    /// `auto`: both VMMs' vCPU runs off the CPUs that take the test disk's
+    /// interrupts and their I/O threads on them (see `placement`); `none`:
+    /// the scheduler decides. fio is never pinned.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "none"])]
+    pub placement: String,
     /// Only these cases (default all): randread_qd1, randread_qd32,
     /// randwrite_qd1, randwrite_qd32, seqread_128k_qd8.
     #[arg(long, value_delimiter = ',')]
@@ -146,8 +167,9 @@ fn parse_line(line: &str) -> anyhow::Result<(Sample, u64, u64)> {
     ))
 }
 
-/// CPU seconds (user + system) of `pid`'s threads whose name is not `skip`.
-fn thread_cpu_secs(pid: u32, skip: &dyn Fn(&str) -> bool) -> f64 {
+/// CPU seconds (user + system) of `pid`'s threads that `skip` (given the
+/// thread id and name) does not leave out.
+fn thread_cpu_secs(pid: u32, skip: &dyn Fn(u32, &str) -> bool) -> f64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         n if n > 0 => n as f64,
@@ -159,7 +181,12 @@ fn thread_cpu_secs(pid: u32, skip: &dyn Fn(&str) -> bool) -> f64 {
     let mut ticks = 0u64;
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if skip(comm.trim()) {
+        let tid = t
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if skip(tid, comm.trim()) {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
@@ -176,15 +203,18 @@ fn thread_cpu_secs(pid: u32, skip: &dyn Fn(&str) -> bool) -> f64 {
 /// Run a guest until its blk-bench line, read its VMM's thread CPU, stop it.
 fn run_guest(
     mut cmd: Command,
-    vcpu_thread: &dyn Fn(&str) -> bool,
+    vcpu_thread: fn(pid: u32, tid: u32, name: &str) -> bool,
     seconds: u64,
+    after_spawn: &dyn Fn(u32),
 ) -> anyhow::Result<Sample> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("spawning the VMM")?;
+    after_spawn(child.id());
     let result = read_result(&mut child, seconds);
-    let cpu = thread_cpu_secs(child.id(), vcpu_thread);
+    let pid = child.id();
+    let cpu = thread_cpu_secs(pid, &|tid, name| vcpu_thread(pid, tid, name));
     let _ = child.kill();
     let _ = child.wait();
     let mut stderr = String::new();
@@ -248,44 +278,104 @@ fn guest_cmdline(c: &Case, seconds: u64, spin_us: Option<u64>) -> String {
     )
 }
 
-fn kiln_run(
-    vmm: &Path,
-    fw: &Path,
-    scratch: &Scratch,
-    file: &Path,
-    c: &Case,
+/// What every guest run of one invocation shares.
+struct Setup<'a> {
+    fw: &'a Path,
+    file: &'a Path,
     seconds: u64,
     spin_us: Option<u64>,
-) -> anyhow::Result<Sample> {
+    poll_us: u32,
+    placement: Placement,
+}
+
+fn kiln_run(vmm: &Path, scratch: &Scratch, g: &Setup, c: &Case) -> anyhow::Result<Sample> {
+    let (fw, file, seconds, spin_us, poll_us) = (g.fw, g.file, g.seconds, g.spin_us, g.poll_us);
     let cfg = json!({
         "vcpus": 1,
         "memory_mib": 128,
         "firmware": {"path": fw, "cmdline": guest_cmdline(c, seconds, spin_us)},
-        "disks": [{"path": file, "direct": true}],
+        "disks": [{"path": file, "direct": true, "poll_us": poll_us}],
         "console": {"stdout": true},
     });
+    let mut cfg = cfg;
+    if let Placement::Pinned { vcpu, io } = &g.placement {
+        cfg["vcpu_affinity"] = json!([vcpu]);
+        cfg["disks"][0]["queue_affinity"] = json!(io);
+    }
     let path = scratch.dir.join("vm.json");
     std::fs::write(&path, cfg.to_string())?;
     let mut cmd = Command::new(vmm);
     cmd.arg("--config").arg(&path);
-    run_guest(cmd, &|name| name.starts_with("vcpu"), seconds)
+    // kiln-vmm runs the boot vCPU on its main thread (tid = pid), the
+    // others on `vcpuN` threads.
+    run_guest(
+        cmd,
+        |pid, tid, name| tid == pid || name.starts_with("vcpu"),
+        seconds,
+        &|_| {},
+    )
 }
 
-fn qemu_run(
-    fw: &Path,
-    file: &Path,
-    c: &Case,
-    seconds: u64,
-    spin_us: Option<u64>,
-) -> anyhow::Result<Sample> {
+/// Pin a running QEMU's threads as `placement` says: "CPU n/KVM" threads
+/// to the vCPU set, the rest (main loop, iothread) to the I/O set. Waits
+/// (up to 2 s) for the vCPU thread to exist; threads QEMU starts later
+/// inherit their creator's set.
+fn pin_qemu(pid: u32, placement: &Placement) {
+    let Placement::Pinned { vcpu, io } = placement else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let threads: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|t| {
+                        let tid = t.file_name().to_str()?.parse().ok()?;
+                        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                        Some((tid, comm.trim().to_string()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let has_vcpu = threads.iter().any(|(_, n)| n.starts_with("CPU "));
+        if has_vcpu || Instant::now() > deadline {
+            for (tid, name) in threads {
+                let set = if name.starts_with("CPU ") { vcpu } else { io };
+                if let Err(e) = kiln_vmm::affinity::pin_thread(tid as libc::pid_t, set) {
+                    eprintln!("kiln-bench: cannot pin QEMU thread {name}: {e}");
+                }
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn qemu_run(g: &Setup, c: &Case) -> anyhow::Result<Sample> {
+    let (fw, file, seconds, spin_us, poll_us) = (g.fw, g.file, g.seconds, g.spin_us, g.poll_us);
     let mut cmd = qemu_microvm(fw, &guest_cmdline(c, seconds, spin_us));
-    cmd.arg("-drive")
-        .arg(format!(
-            "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
-            file.display()
-        ))
-        .args(["-device", "virtio-blk-device,drive=d0"]);
-    run_guest(cmd, &|name| name.starts_with("CPU "), seconds)
+    cmd.arg("-drive").arg(format!(
+        "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
+        file.display()
+    ));
+    if poll_us > 0 {
+        // QEMU polls only in iothreads (adaptively, up to poll-max-ns).
+        cmd.arg("-object")
+            .arg(format!(
+                "iothread,id=io0,poll-max-ns={}",
+                u64::from(poll_us) * 1000
+            ))
+            .args(["-device", "virtio-blk-device,drive=d0,iothread=io0"]);
+    } else {
+        cmd.args(["-device", "virtio-blk-device,drive=d0"]);
+    }
+    let placement = g.placement.clone();
+    run_guest(
+        cmd,
+        |_, _, name| name.starts_with("CPU "),
+        seconds,
+        &move |pid| pin_qemu(pid, &placement),
+    )
 }
 
 /// QEMU microvm (KVM, 1 vCPU, 128 MiB, serial on stdout, modern
@@ -379,9 +469,16 @@ fn median(samples: &[Sample], f: fn(&Sample) -> f64) -> Value {
     })
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 fn summary(samples: &[Sample]) -> Value {
+    let iops: Vec<f64> = samples.iter().map(|s| s.iops).collect();
     json!({
         "iops": median(samples, |s| s.iops),
+        // (p90 - p10) / median over the runs.
+        "iops_spread": summarize(&iops).map(|s| round3(s.spread)),
         "mibps": median(samples, |s| s.mibps),
         "p50_us": median(samples, |s| s.p50_us),
         "p99_us": median(samples, |s| s.p99_us),
@@ -411,67 +508,107 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
         );
     }
     make_file(&file, a.file_mib)?;
+    let setup = Setup {
+        fw: &fw,
+        file: &file,
+        seconds: a.seconds,
+        spin_us: a.spin_us,
+        poll_us: a.poll_us,
+        placement: match a.placement.as_str() {
+            "auto" => crate::placement::for_file(
+                &file,
+                &kiln_vmm::affinity::allowed_cpus().unwrap_or_default(),
+            ),
+            _ => Placement::Unpinned("--placement none".into()),
+        },
+    };
     let mut report = Report::new("blk", a.runs);
     let mut systems: Vec<&str> = vec!["kiln"];
     systems.extend(a.vs.iter().map(String::as_str));
     let mut per_system: Map<String, Value> = Map::new();
-    let mut iops: std::collections::HashMap<(String, &str), f64> = Default::default();
-    for system in &systems {
-        let mut cases = Map::new();
-        for c in selected(&a.cases) {
-            let mut samples = Vec::new();
-            let mut failure = None;
-            for _ in 0..a.runs {
+    let mut round_ratios = Map::new();
+    for c in selected(&a.cases) {
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); systems.len()];
+        let mut failed = vec![false; systems.len()];
+        for round in 0..a.runs {
+            for k in 0..systems.len() {
+                let i = (round + k) % systems.len();
+                if failed[i] {
+                    continue;
+                }
+                let system = systems[i];
                 let t0 = Instant::now();
-                let r = match *system {
-                    "kiln" => kiln_run(&vmm, &fw, &scratch, &file, c, a.seconds, a.spin_us),
-                    "qemu" => qemu_run(&fw, &file, c, a.seconds, a.spin_us),
+                let r = match system {
+                    "kiln" => kiln_run(&vmm, &scratch, &setup, c),
+                    "qemu" => qemu_run(&setup, c),
                     _ => fio_run(&file, c, a.seconds),
                 };
                 match r {
-                    Ok(s) => samples.push(s),
+                    Ok(s) => samples[i].push(s),
                     Err(e) => {
-                        failure = Some(format!("{}: {e:#}", c.name));
-                        break;
+                        report.unavailable(&format!("{system}.{}", c.name), &format!("{e:#}"));
+                        failed[i] = true;
+                        continue;
                     }
                 }
                 if !a.json {
                     eprintln!(
-                        "{system} {} run done in {:.1} s",
+                        "{system} {} run {} done in {:.1} s",
                         c.name,
+                        round + 1,
                         t0.elapsed().as_secs_f64()
                     );
                 }
             }
-            if let Some(why) = failure {
-                report.unavailable(&format!("{system}.{}", c.name), &why);
+        }
+        for (i, system) in systems.iter().enumerate() {
+            if failed[i] {
                 continue;
             }
-            if let Some(Value::Number(n)) = summary(&samples).get("iops") {
-                iops.insert((system.to_string(), c.name), n.as_f64().unwrap_or(0.0));
+            let entry = per_system
+                .entry(system.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                m.insert(c.name.to_string(), summary(&samples[i]));
             }
-            cases.insert(c.name.to_string(), summary(&samples));
         }
-        per_system.insert(system.to_string(), Value::Object(cases));
+        // Ratios of the medians, and of each round's pair.
+        for (i, reference) in systems.iter().enumerate().skip(1) {
+            if failed[0] || failed[i] {
+                continue;
+            }
+            let name = format!("kiln_over_{reference}_{}_iops", c.name);
+            let iops = |v: &[Sample]| summarize(&v.iter().map(|s| s.iops).collect::<Vec<_>>());
+            if let (Some(k), Some(r)) = (iops(&samples[0]), iops(&samples[i])) {
+                report.ratio(&name, k.median, r.median);
+            }
+            let pairs: Vec<f64> = samples[0]
+                .iter()
+                .zip(&samples[i])
+                .filter(|(_, r)| r.iops > 0.0)
+                .map(|(k, r)| k.iops / r.iops)
+                .collect();
+            if let Some(s) = summarize(&pairs) {
+                round_ratios.insert(
+                    name,
+                    json!({"median": round3(s.median), "min": round3(s.min), "max": round3(s.max)}),
+                );
+            }
+        }
     }
     for (system, v) in per_system {
         report.result(&system, v);
     }
-    for reference in ["host", "qemu"] {
-        if !a.vs.iter().any(|v| v == reference) {
-            continue;
-        }
-        for c in selected(&a.cases) {
-            let k = iops
-                .get(&("kiln".to_string(), c.name))
-                .copied()
-                .unwrap_or(0.0);
-            let r = iops
-                .get(&(reference.to_string(), c.name))
-                .copied()
-                .unwrap_or(0.0);
-            report.ratio(&format!("kiln_over_{reference}_{}_iops", c.name), k, r);
-        }
+    report.result(
+        "settings",
+        json!({
+            "kiln_poll_us": a.poll_us,
+            "qemu_iothread_poll_max_ns": u64::from(a.poll_us) * 1000,
+            "placement": setup.placement.to_json(),
+        }),
+    );
+    if !round_ratios.is_empty() {
+        report.result("round_ratios", Value::Object(round_ratios));
     }
     report.print(a.json);
     Ok(())

@@ -9,6 +9,7 @@ mod cloud;
 mod e2e;
 mod http;
 mod net;
+mod placement;
 mod report;
 mod scratch;
 mod servers;

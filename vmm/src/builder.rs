@@ -70,11 +70,15 @@ pub(crate) struct VcpuStart {
     exit: Arc<ExitSignal>,
     counters: Arc<ExitCounters>,
     mem: GuestMemory,
+    index: usize,
+    /// Host CPUs this vCPU runs on (empty: any).
+    affinity: Vec<usize>,
 }
 
 impl VcpuStart {
     /// Run the vCPU on the calling thread until the VM ends.
     pub(crate) fn run(self) {
+        crate::affinity::pin_or_warn(&self.affinity, &format!("vCPU {}", self.index));
         vcpu::run(
             self.fd,
             self.devices,
@@ -136,8 +140,11 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
     let counters = Arc::new(ExitCounters::default());
     let mut starts = fds
         .into_iter()
-        .map(|fd| VcpuStart {
+        .enumerate()
+        .map(|(index, fd)| VcpuStart {
             fd,
+            index,
+            affinity: config.vcpu_affinity.get(index).cloned().unwrap_or_default(),
             devices: devices.clone(),
             control: control.clone(),
             exit: exit.clone(),

@@ -44,6 +44,16 @@ pub enum ConfigError {
     DiskId(String),
     #[error("disk poll_us must be at most 1000, got {0}")]
     DiskPoll(u32),
+    #[error("vcpu_affinity has {0} entries for {1} vCPUs")]
+    AffinityLength(usize, u32),
+    #[error("{what}: a CPU set must not be empty")]
+    AffinityEmpty { what: String },
+    #[error("{what}: host CPU {cpu} is not one this process may run on (allowed: {allowed:?})")]
+    AffinityCpu {
+        what: String,
+        cpu: usize,
+        allowed: Vec<usize>,
+    },
     #[error("unknown CPUID feature {0:?} in cpuid_mask")]
     CpuidFeature(String),
     #[error("the control socket path {0} is too long for a Unix socket")]
@@ -143,11 +153,16 @@ pub struct DiskConfig {
     /// at most 20 bytes.
     #[serde(default)]
     pub id: Option<String>,
-    /// After activity with no I/O in flight, the queue thread polls the
-    /// ring this long (µs, at most 1000) before sleeping. 0 (the default)
-    /// never polls; polling pays off only when the host has idle cores.
+    /// After activity (a request taken or an I/O completed) the queue
+    /// thread polls the ring and its completions this long (µs, at most
+    /// 1000) before sleeping, so a guest that keeps I/O coming costs one
+    /// busy host CPU per queue instead of a notification exit and a thread
+    /// wake-up per batch. 0 (the default) never polls.
     #[serde(default)]
     pub poll_us: u32,
+    /// Host CPUs the disk's queue threads run on (default: any).
+    #[serde(default)]
+    pub queue_affinity: Vec<usize>,
 }
 
 /// A network interface: virtio-net on a TAP. kiln-vmm opens the TAP with
@@ -183,6 +198,10 @@ pub struct ConsoleConfig {
 pub struct VmConfig {
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
+    /// Host CPUs per vCPU: entry i is the set vCPU i runs on; vCPUs past
+    /// the list (or all, when empty) run anywhere.
+    #[serde(default)]
+    pub vcpu_affinity: Vec<Vec<usize>>,
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
     #[serde(default)]
@@ -209,6 +228,26 @@ pub struct VmConfig {
     /// `kvm::cpuid_cache`); `null` asks KVM every time.
     #[serde(default = "default_cpuid_cache")]
     pub cpuid_cache: Option<PathBuf>,
+}
+
+/// A CPU set must name only CPUs this process may use (an empty one is
+/// allowed where it means "any").
+fn check_cpu_set(what: &str, set: &[usize], empty_ok: bool) -> Result<(), ConfigError> {
+    if set.is_empty() {
+        return match empty_ok {
+            true => Ok(()),
+            false => Err(ConfigError::AffinityEmpty { what: what.into() }),
+        };
+    }
+    let allowed = crate::affinity::allowed_cpus().unwrap_or_default();
+    match set.iter().find(|c| !allowed.contains(c)) {
+        Some(&cpu) => Err(ConfigError::AffinityCpu {
+            what: what.into(),
+            cpu,
+            allowed,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn default_vcpus() -> u32 {
@@ -257,10 +296,24 @@ impl VmConfig {
         if self.disks.len() > crate::devices::virtio::MAX_SLOTS {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
         }
+        if self.vcpu_affinity.len() > self.vcpus as usize {
+            return Err(ConfigError::AffinityLength(
+                self.vcpu_affinity.len(),
+                self.vcpus,
+            ));
+        }
+        for (i, set) in self.vcpu_affinity.iter().enumerate() {
+            check_cpu_set(&format!("vcpu_affinity[{i}]"), set, false)?;
+        }
         for (i, d) in self.disks.iter().enumerate() {
             if d.poll_us > 1000 {
                 return Err(ConfigError::DiskPoll(d.poll_us));
             }
+            check_cpu_set(
+                &format!("disks[{i}].queue_affinity"),
+                &d.queue_affinity,
+                true,
+            )?;
             if let Some(id) = &d.id {
                 let dup = self.disks[..i].iter().any(|o| o.id.as_ref() == Some(id));
                 if id.is_empty() || id.len() > 20 || dup {
@@ -411,6 +464,26 @@ mod tests {
             ),
             Err(ConfigError::DiskPoll(5000))
         ));
+        assert!(matches!(
+            v(r#"{"firmware": {"path": "/bin/sh"}, "vcpu_affinity": [[0], [0]]}"#),
+            Err(ConfigError::AffinityLength(2, 1))
+        ));
+        assert!(matches!(
+            v(r#"{"firmware": {"path": "/bin/sh"}, "vcpu_affinity": [[]]}"#),
+            Err(ConfigError::AffinityEmpty { .. })
+        ));
+        assert!(matches!(
+            v(
+                r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "queue_affinity": [1023]}]}"#
+            ),
+            Err(ConfigError::AffinityCpu { cpu: 1023, .. })
+        ));
+        let cpu = crate::affinity::allowed_cpus().unwrap()[0];
+        let ok = format!(
+            r#"{{"firmware": {{"path": "/bin/sh"}}, "vcpu_affinity": [[{cpu}]],
+                "disks": [{{"path": "/bin/sh", "queue_affinity": [{cpu}]}}]}}"#
+        );
+        assert!(v(&ok).is_ok());
         assert!(matches!(
             v(r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "a/b"}]}"#),
             Err(ConfigError::NicTap(_))

@@ -12,6 +12,7 @@
 //! PVH, ACPI), `devices/` (serial, i8042, boot timer), `control` (socket),
 //! `metrics`, `vmm` (the running VM).
 
+pub mod affinity;
 pub mod boot;
 pub mod builder;
 pub mod config;

@@ -384,3 +384,75 @@ fn usage_errors_exit_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: kiln-vmm --config FILE"));
 }
+
+/// The `Cpus_allowed_list` of every thread of `pid`, by thread id and name.
+fn thread_cpus(pid: u32) -> Vec<(u32, String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let tid: u32 = t.file_name().to_str().unwrap().parse().unwrap();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        out.push((tid, comm.trim().to_string(), cpus));
+    }
+    out
+}
+
+#[test]
+fn vcpus_and_queue_threads_run_on_the_cpus_the_config_names() {
+    if !kvm_available() {
+        return;
+    }
+    let allowed = kiln_vmm::affinity::allowed_cpus().unwrap();
+    let (first, last) = (allowed[0], allowed[allowed.len() - 1]);
+    let g = Guest::new();
+    let disk = g.disk("d.raw", 1 << 20, 0);
+    let mut child = g.spawn_with(json!({
+        "vcpus": 2,
+        "vcpu_affinity": [[last], [first]],
+        "firmware": {"path": firmware(), "cmdline": "kiln.mode=blk-bench qd=1 seconds=1 kiln.after=idle"},
+        "disks": [{"path": disk, "queue_affinity": [first]}],
+    }));
+    g.wait_console(&mut child, "blk-bench rw=");
+    let threads = thread_cpus(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let cpus_of = |pick: &dyn Fn(u32, &str) -> bool| -> Vec<String> {
+        threads
+            .iter()
+            .filter(|(tid, name, _)| pick(*tid, name))
+            .map(|(_, _, c)| c.clone())
+            .collect()
+    };
+    let pid = child.id();
+    // vCPU 0 runs on the main thread, vCPU 1 on "vcpu1".
+    assert_eq!(
+        cpus_of(&|tid, _| tid == pid),
+        [last.to_string()],
+        "{threads:?}"
+    );
+    assert_eq!(
+        cpus_of(&|_, n| n == "vcpu1"),
+        [first.to_string()],
+        "{threads:?}"
+    );
+    assert_eq!(
+        cpus_of(&|_, n| n.starts_with("blk-")),
+        [first.to_string()],
+        "{threads:?}"
+    );
+    // Threads the config says nothing of stay unpinned.
+    let unpinned = cpus_of(&|_, n| n == "vmm");
+    assert_eq!(unpinned.len(), 1, "{threads:?}");
+    if allowed.len() > 1 {
+        assert_ne!(unpinned[0], last.to_string(), "{threads:?}");
+    }
+}

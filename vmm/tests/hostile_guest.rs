@@ -75,6 +75,7 @@ impl Driver {
             direct: DirectMode::Off,
             id: Some("hostile".into()),
             poll_us: if read_only { 0 } else { 100 },
+            queue_affinity: Vec::new(),
         };
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();

@@ -208,6 +208,8 @@ pub struct BlkSettings {
     pub id: [u8; ID_BYTES],
     /// How long the queue thread polls after activity (see `DiskConfig::poll_us`).
     pub poll: std::time::Duration,
+    /// Host CPUs the queue threads run on (empty: any).
+    pub affinity: Vec<usize>,
 }
 
 /// A virtio-blk device.
@@ -241,6 +243,7 @@ impl Blk {
                 read_only: cfg.read_only,
                 id: id_bytes,
                 poll: std::time::Duration::from_micros(u64::from(cfg.poll_us)),
+                affinity: cfg.queue_affinity.clone(),
             },
             id,
             direct: cfg.direct,
