@@ -40,6 +40,8 @@ pub enum ConfigError {
     NicMac(String),
     #[error("NIC id {0:?} must be 1 to 20 bytes and unique")]
     NicId(String),
+    #[error("NIC queue_pairs must be between 1 and {max}, got {0}", max = crate::devices::virtio::net::MAX_PAIRS)]
+    NicQueuePairs(u16),
     #[error("disk id {0:?} must be 1 to 20 bytes and unique")]
     DiskId(String),
     #[error("disk poll_us must be at most 1000, got {0}")]
@@ -178,6 +180,16 @@ pub struct NicConfig {
     /// Name of the NIC (default `nic<N>`); at most 20 bytes.
     #[serde(default)]
     pub id: Option<String>,
+    /// Queue pairs offered (virtio-net multi-queue, default 1). With more
+    /// than one the TAP is opened once per pair with IFF_MULTI_QUEUE (a TAP
+    /// created single-queue cannot be), and the guest enables pairs through
+    /// the control queue.
+    #[serde(default = "default_queue_pairs")]
+    pub queue_pairs: u16,
+}
+
+fn default_queue_pairs() -> u16 {
+    1
 }
 
 /// Where the serial console goes.
@@ -342,6 +354,9 @@ impl VmConfig {
             if t.is_empty() || t.len() > 15 || t.contains(['/', ' ', '\0']) {
                 return Err(ConfigError::NicTap(t.clone()));
             }
+            if !(1..=crate::devices::virtio::net::MAX_PAIRS).contains(&n.queue_pairs) {
+                return Err(ConfigError::NicQueuePairs(n.queue_pairs));
+            }
             if let Some(m) = &n.mac {
                 if crate::devices::virtio::net::parse_mac(m).is_none() {
                     return Err(ConfigError::NicMac(m.clone()));
@@ -500,6 +515,12 @@ mod tests {
             ),
             Err(ConfigError::NicId(_))
         ));
+        for bad in [0, 9] {
+            assert!(matches!(
+                v(&format!(r#"{{"firmware": {{"path": "/bin/sh"}}, "nics": [{{"tap": "t", "queue_pairs": {bad}}}]}}"#)),
+                Err(ConfigError::NicQueuePairs(b)) if b == bad
+            ));
+        }
         assert!(v(
             r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "t", "mac": "52:54:00:12:34:56", "id": "eth0"}]}"#
         )

@@ -185,7 +185,14 @@ fn a_missing_tap_name_or_bad_mac_is_refused_before_boot() {
 /// Guest memory layout of the hostile-driver test: per queue a descriptor
 /// table, avail and used ring; buffers above.
 const MEM: u64 = 1 << 20;
-const RING: [(u64, u64, u64); 2] = [(0x1000, 0x2000, 0x3000), (0x4000, 0x5000, 0x6000)];
+/// rx0, tx0, rx1, tx1, ctrl (the single-pair driver readies the first two).
+const RING: [(u64, u64, u64); 5] = [
+    (0x1000, 0x2000, 0x3000),
+    (0x4000, 0x5000, 0x6000),
+    (0x7000, 0x8000, 0x9000),
+    (0xa000, 0xb000, 0xc000),
+    (0xd000, 0xe000, 0xf000),
+];
 const BUFS: u64 = 0x10000;
 const NEXT: u16 = 1;
 const WRITE: u16 = 2;
@@ -195,9 +202,13 @@ const QSIZE: u16 = 16;
 struct NetDriver {
     t: MmioTransport,
     mem: GuestMemoryMmap<()>,
-    avail: [u16; 2],
+    avail: [u16; 5],
     /// Feature bits the driver acks (VERSION_1 and these).
     features: u64,
+    /// Queues the driver makes ready (the first of `RING`).
+    ready: usize,
+    /// Used entries `rx_split` has taken, per queue.
+    seen: [u16; 5],
 }
 
 impl NetDriver {
@@ -206,19 +217,28 @@ impl NetDriver {
     }
 
     fn with_features(tap: &str, features: u64) -> Self {
+        Self::with_pairs(tap, features, 1, 2)
+    }
+
+    /// A NIC of `pairs` queue pairs whose driver acks `features` and makes
+    /// the first `ready` queues of `RING` ready.
+    fn with_pairs(tap: &str, features: u64, pairs: u16, ready: usize) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let cfg = NicConfig {
             tap: tap.into(),
             mac: Some("52:54:00:00:00:02".into()),
             id: None,
+            queue_pairs: pairs,
         };
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let t = MmioTransport::new(Box::new(Net::new(&cfg, 0).unwrap()), mem.clone(), irq).unwrap();
         let mut d = NetDriver {
             t,
             mem,
-            avail: [0; 2],
+            avail: [0; 5],
             features,
+            ready,
+            seen: [0; 5],
         };
         d.setup();
         d
@@ -237,9 +257,9 @@ impl NetDriver {
     fn setup(&mut self) {
         self.w(REG_STATUS, 0);
         self.mem
-            .write_slice(&[0u8; 0x6000], GuestAddress(0x1000))
+            .write_slice(&[0u8; 0xf000], GuestAddress(0x1000))
             .unwrap();
-        self.avail = [0; 2];
+        self.avail = [0; 5];
         self.w(REG_STATUS, 1 | 2);
         self.w(REG_DEVICE_FEATURES_SEL, 0);
         assert_ne!(self.r(REG_DEVICE_FEATURES) & (1 << 5), 0, "MAC offered");
@@ -251,7 +271,7 @@ impl NetDriver {
         self.w(REG_DRIVER_FEATURES, 1); // VERSION_1
         self.w(REG_STATUS, 1 | 2 | 8);
         assert_ne!(self.r(REG_STATUS) & 8, 0, "features refused");
-        for (q, (desc, avail, used)) in RING.iter().enumerate() {
+        for (q, (desc, avail, used)) in RING.iter().enumerate().take(self.ready) {
             self.w(REG_QUEUE_SEL, q as u32);
             self.w(REG_QUEUE_NUM, u32::from(QSIZE));
             self.w(REG_QUEUE_DESC_LOW, *desc as u32);
@@ -329,17 +349,38 @@ impl NetDriver {
     /// Post `n` device-writable rx buffers of `len` bytes (heads from
     /// `first`, buffers from `at`).
     fn post_rx(&mut self, first: u16, n: u16, at: u64, len: u32) {
+        self.post_rx_on(0, first, n, at, len);
+    }
+
+    /// `post_rx` on rx queue `q`.
+    fn post_rx_on(&mut self, q: usize, first: u16, n: u16, at: u64, len: u32) {
         for i in 0..n {
             self.desc(
-                0,
+                q,
                 first + i,
                 at + u64::from(i) * u64::from(len),
                 len,
                 WRITE,
                 0,
             );
-            self.offer(0, first + i);
+            self.offer(q, first + i);
         }
+    }
+
+    /// Send control command `cmd` (class, command, data) on queue 4 with
+    /// descriptors from `head` and buffers at `at`; the device's ack.
+    fn ctrl(&mut self, head: u16, at: u64, cmd: &[u8]) -> u8 {
+        let ack = at + 0x100;
+        self.mem.write_slice(cmd, GuestAddress(at)).unwrap();
+        self.mem.write_obj(0xffu8, GuestAddress(ack)).unwrap();
+        self.desc(4, head, at, 2, NEXT, head + 1);
+        self.desc(4, head + 1, at + 2, cmd.len() as u32 - 2, NEXT, head + 2);
+        self.desc(4, head + 2, ack, 1, WRITE, 0);
+        let n = self.used_idx(4).wrapping_add(1);
+        self.offer(4, head);
+        self.wait_used(4, n);
+        assert_eq!(self.used_entry(4, n - 1), (u32::from(head), 1));
+        self.mem.read_obj(GuestAddress(ack)).unwrap()
     }
 
     /// Send `frame` (with a virtio_net_hdr_v1 in front) from buffer `at`.
@@ -488,12 +529,22 @@ fn in_tap_namespace(
     features: u64,
     f: impl FnOnce(NetDriver) + Send + 'static,
 ) {
+    in_tap_namespace_with(tag, tap, move || NetDriver::with_features(tap, features), f);
+}
+
+/// `in_tap_namespace` with the driver `make` builds.
+fn in_tap_namespace_with(
+    tag: &str,
+    tap: &'static str,
+    make: impl FnOnce() -> NetDriver + Send + 'static,
+    f: impl FnOnce(NetDriver) + Send + 'static,
+) {
     let Some(ns) = Netns::new(tag) else {
         return;
     };
     let name = ns.name.clone();
     ns.run(move || {
-        let d = NetDriver::with_features(tap, features);
+        let d = make();
         // No IPv6 chatter (DAD, router solicitations) in the guest's buffers.
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"), "1");
         for args in [
@@ -634,6 +685,130 @@ fn with_tso_a_mergeable_group_holds_a_64k_segment() {
         }
         let (arp, n) = read_merged(&d, 0, SIZE);
         assert_eq!((n, &arp[24..26]), (1, &[8u8, 6][..]));
+    });
+}
+
+/// UDP from the namespace to the guest (10.98.0.2, a permanent neighbour)
+/// from `flows` fresh sockets, so the TAP spreads them over its queues by
+/// flow hash.
+fn send_flows(tap: &str, flows: usize) {
+    let _ = Command::new("ip")
+        .args([
+            "neigh",
+            "replace",
+            "10.98.0.2",
+            "lladdr",
+            "52:54:00:00:00:02",
+        ])
+        .args(["dev", tap, "nud", "permanent"])
+        .status();
+    for _ in 0..flows {
+        let s = UdpSocket::bind("10.98.0.1:0").unwrap();
+        s.send_to(b"flow", "10.98.0.2:9").unwrap();
+    }
+}
+
+/// Count the frames arriving on rx0 and rx1 (queues 0 and 2) until
+/// `total` came (or 5 s went by), giving each used buffer straight back.
+fn rx_split(d: &mut NetDriver, total: u16) -> (u16, u16) {
+    let mut got = [0u16; 2];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while got[0] + got[1] < total && std::time::Instant::now() < deadline {
+        for (k, q) in [0usize, 2].into_iter().enumerate() {
+            while d.seen[q] != d.used_idx(q) {
+                let (head, _) = d.used_entry(q, d.seen[q]);
+                d.seen[q] = d.seen[q].wrapping_add(1);
+                got[k] += 1;
+                d.offer(q, head as u16);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!d.broken());
+    (got[0], got[1])
+}
+
+#[test]
+fn multi_queue_pairs_switch_through_the_control_queue() {
+    use kiln_vmm::devices::virtio::net::{F_CTRL_VQ, F_MQ};
+    const SIZE: u32 = 2048;
+    let make = || NetDriver::with_pairs("kmq0", F_MQ | F_CTRL_VQ, 2, 5);
+    in_tap_namespace_with("vnet-mq", "kmq0", make, |mut d| {
+        let mut pairs = [0u8; 2];
+        d.t.read(REG_CONFIG + 8, &mut pairs);
+        assert_eq!(u16::from_le_bytes(pairs), 2, "max_virtqueue_pairs");
+        d.post_rx_on(0, 0, QSIZE, BUFS, SIZE);
+        d.post_rx_on(2, 0, QSIZE, BUFS + 0x40000, SIZE);
+        // One pair until the driver asks for more: every flow comes on rx0.
+        send_flows("kmq0", 16);
+        assert_eq!(rx_split(&mut d, 16), (16, 0));
+
+        assert_eq!(
+            d.ctrl(0, BUFS + 0x80000, &[4, 0, 2, 0]),
+            0,
+            "VQ_PAIRS_SET 2"
+        );
+        send_flows("kmq0", 32);
+        let (a, b) = rx_split(&mut d, 32);
+        assert_eq!(a + b, 32, "frames lost: {a} + {b}");
+        assert!(
+            a > 0 && b > 0,
+            "flows not spread over both pairs: {a} / {b}"
+        );
+
+        // tx on pair 1 reaches the host.
+        let r = UdpSocket::bind("10.98.0.1:4001").unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let frame = udp_frame(4001, b"pair one", 0, false);
+        d.mem
+            .write_slice(&frame, GuestAddress(BUFS + 0xa0000))
+            .unwrap();
+        d.desc(3, 0, BUFS + 0xa0000, frame.len() as u32, 0, 0);
+        d.offer(3, 0);
+        let mut buf = [0u8; 64];
+        let (n, _) = r.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"pair one");
+
+        // Out of range, unknown or short commands fail and change nothing.
+        assert_eq!(d.ctrl(0, BUFS + 0x80000, &[4, 0, 3, 0]), 1, "3 of 2 pairs");
+        assert_eq!(d.ctrl(0, BUFS + 0x80000, &[4, 0, 0, 0]), 1, "0 pairs");
+        assert_eq!(d.ctrl(0, BUFS + 0x80000, &[0, 0, 1, 0]), 1, "RX class");
+        assert_eq!(d.ctrl(0, BUFS + 0x80000, &[4, 0, 2]), 1, "short");
+        // Hostile chains: no ack byte (returned with length 0), a command
+        // outside guest memory (fails); the queue goes on.
+        d.desc(4, 0, BUFS + 0x80000, 4, 0, 0);
+        let n = d.used_idx(4).wrapping_add(1);
+        d.offer(4, 0);
+        d.wait_used(4, n);
+        assert_eq!(d.used_entry(4, n - 1), (0, 0));
+        d.desc(4, 0, MEM - 2, 4, NEXT, 1);
+        d.desc(4, 1, BUFS + 0x80100, 1, WRITE, 0);
+        d.offer(4, 0);
+        d.wait_used(4, n + 1);
+        let ack: u8 = d.mem.read_obj(GuestAddress(BUFS + 0x80100)).unwrap();
+        assert_eq!(ack, 1);
+
+        // Back to one pair: rx1 gets nothing more.
+        assert_eq!(
+            d.ctrl(0, BUFS + 0x80000, &[4, 0, 1, 0]),
+            0,
+            "VQ_PAIRS_SET 1"
+        );
+        send_flows("kmq0", 16);
+        assert_eq!(rx_split(&mut d, 16), (16, 0));
+    });
+}
+
+#[test]
+fn a_driver_without_mq_gets_every_frame_on_pair_zero() {
+    const SIZE: u32 = 2048;
+    let make = || NetDriver::with_pairs("kmq1", 0, 4, 2);
+    in_tap_namespace_with("vnet-nomq", "kmq1", make, |mut d| {
+        assert!(!d.broken(), "two ready queues of nine are enough");
+        d.post_rx(0, QSIZE, BUFS, SIZE);
+        // The other TAP queues are detached: no flow is steered to them.
+        send_flows("kmq1", 48);
+        assert_eq!(rx_split(&mut d, 48), (48, 0));
     });
 }
 

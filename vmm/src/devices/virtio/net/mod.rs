@@ -13,14 +13,25 @@
 //! what the guest accepts is told to the TAP with TUNSETOFFLOAD at every
 //! activation, so the kernel hands it partial checksums and large segments
 //! only when it said it can take them.
+//!
+//! Multi-queue (`queue_pairs` > 1 in the config): CTRL_VQ and MQ are
+//! offered with `max_virtqueue_pairs`; the TAP is opened once per pair with
+//! IFF_MULTI_QUEUE, each pair the driver makes ready gets its own worker
+//! on its own TAP queue, and the control queue (`ctrl`) switches pairs on
+//! and off (one is on until the driver asks for more). A driver without MQ
+//! uses pair 0 only.
 
+pub mod ctrl;
 pub mod rx;
 pub mod tap;
 pub mod worker;
 
 use std::fs::File;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{
@@ -41,6 +52,10 @@ pub const F_HOST_TSO6: u64 = 1 << 12;
 pub const F_HOST_ECN: u64 = 1 << 13;
 pub const F_MRG_RXBUF: u64 = 1 << 15;
 pub const F_STATUS: u64 = 1 << 16;
+pub const F_CTRL_VQ: u64 = 1 << 17;
+pub const F_MQ: u64 = 1 << 22;
+/// Most queue pairs a NIC may have.
+pub const MAX_PAIRS: u16 = 8;
 /// The offloads offered (each direction's checksum and TSO).
 const OFFLOADS: u64 = F_CSUM
     | F_HOST_TSO4
@@ -64,35 +79,51 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const RX: usize = 0;
 pub const TX: usize = 1;
 
-/// A virtio-net device on one TAP queue.
+/// A virtio-net device on a TAP (one TAP queue per queue pair).
 pub struct Net {
-    tap: File,
+    taps: Vec<File>,
     tap_name: String,
     mac: [u8; 6],
     id: String,
-    sizes: [u16; 2],
-    worker: Option<(EventFd, JoinHandle<()>)>,
+    /// rx0, tx0 (, rx1, tx1, …, ctrl with multi-queue).
+    sizes: Vec<u16>,
+    /// Pair workers and the control queue's thread, with their stop eventfds.
+    threads: Vec<(EventFd, JoinHandle<()>)>,
 }
 
 impl Net {
     /// Open (or create) the TAP of `cfg`; `index` names the NIC when it has no id.
     pub fn new(cfg: &NicConfig, index: usize) -> Result<Self, VirtioError> {
-        let tap = tap::open(&cfg.tap).map_err(|source| VirtioError::Tap {
-            name: cfg.tap.clone(),
-            source,
-        })?;
+        let pairs = cfg.queue_pairs.clamp(1, MAX_PAIRS);
+        let taps = (0..pairs)
+            .map(|_| tap::open(&cfg.tap, pairs > 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| VirtioError::Tap {
+                name: cfg.tap.clone(),
+                source,
+            })?;
+        let sizes = if pairs > 1 {
+            vec![QUEUE_SIZE; 2 * usize::from(pairs) + 1]
+        } else {
+            vec![QUEUE_SIZE; 2]
+        };
         let mac = match &cfg.mac {
             Some(m) => parse_mac(m).ok_or_else(|| VirtioError::Mac(m.clone()))?,
             None => default_mac(index),
         };
         Ok(Net {
-            tap,
+            taps,
             tap_name: cfg.tap.clone(),
             mac,
             id: cfg.id.clone().unwrap_or_else(|| format!("nic{index}")),
-            sizes: [QUEUE_SIZE, QUEUE_SIZE],
-            worker: None,
+            sizes,
+            threads: Vec::new(),
         })
+    }
+
+    /// Queue pairs offered.
+    fn pairs(&self) -> usize {
+        self.taps.len()
     }
 
     /// The config space (virtio 1.2, 5.1.4): mac, status, max_virtqueue_pairs.
@@ -100,7 +131,7 @@ impl Net {
         let mut c = [0u8; 10];
         c[..6].copy_from_slice(&self.mac);
         c[6..8].copy_from_slice(&S_LINK_UP.to_le_bytes());
-        c[8..10].copy_from_slice(&1u16.to_le_bytes());
+        c[8..10].copy_from_slice(&(self.pairs() as u16).to_le_bytes());
         c
     }
 
@@ -149,10 +180,20 @@ impl VirtioDevice for Net {
             | F_STATUS
             | F_MRG_RXBUF
             | OFFLOADS
+            | if self.pairs() > 1 {
+                F_CTRL_VQ | F_MQ
+            } else {
+                0
+            }
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
         &self.sizes
+    }
+
+    /// rx0 and tx0; further pairs and the control queue are optional.
+    fn required_queues(&self) -> usize {
+        2
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -161,10 +202,8 @@ impl VirtioDevice for Net {
 
     fn activate(&mut self, a: Activation) -> Result<(), VirtioError> {
         self.reset();
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
-        let tap = self.tap.try_clone().map_err(VirtioError::EventFd)?;
         let acked = a.features;
-        if let Err(e) = tap::set_offload(&tap, acked) {
+        if let Err(e) = tap::set_offload(&self.taps[0], acked) {
             // The guest then gets complete, checksummed frames only: still right.
             eprintln!("kiln-vmm: TUNSETOFFLOAD on {}: {e}", self.tap_name);
         }
@@ -179,22 +218,122 @@ impl VirtioDevice for Net {
             // drops frames that do not fit a mergeable group).
             HDR_LEN + 14 + 4 + tap::mtu(&self.tap_name).unwrap_or(1500)
         };
-        let stop_fd = stop.try_clone().map_err(VirtioError::EventFd)?;
-        let w = worker::NetWorker::new(a, tap, stop_fd, mergeable, rx_need)?;
-        let handle = std::thread::Builder::new()
-            .name(format!("net-{}", self.id))
-            .stack_size(256 * 1024)
-            .spawn(move || w.run())
-            .map_err(VirtioError::Thread)?;
-        self.worker = Some((stop, handle));
+        // The ready queues by index.
+        let mut ready: Vec<Option<(Queue, EventFd)>> =
+            (0..self.sizes.len()).map(|_| None).collect();
+        for ((q, n), i) in a.queues.into_iter().zip(a.notifiers).zip(a.indices) {
+            if let Some(slot) = ready.get_mut(i) {
+                *slot = Some((q, n));
+            }
+        }
+        let mq = acked & F_MQ != 0 && self.pairs() > 1;
+        // The control queue follows the pairs the driver may use (5.1.2).
+        let ctrl_index = (acked & F_CTRL_VQ != 0).then(|| if mq { 2 * self.pairs() } else { 2 });
+        let ctrl = ctrl_index.and_then(|i| ready.get_mut(i).and_then(Option::take));
+        // Leading pairs with both queues ready get a worker.
+        let mut pairs = Vec::new();
+        for p in 0..if mq { self.pairs() } else { 1 } {
+            let rx = ready.get_mut(2 * p).and_then(Option::take);
+            let tx = ready.get_mut(2 * p + 1).and_then(Option::take);
+            match (rx, tx) {
+                (Some(rx), Some(tx)) => pairs.push((rx, tx)),
+                _ => break,
+            }
+        }
+        if pairs.is_empty() {
+            return Err(VirtioError::BadQueue(TX));
+        }
+        let multi = self.pairs() > 1;
+        let mut switches = Vec::new();
+        for (p, ((rx, rx_notify), (tx, tx_notify))) in pairs.into_iter().enumerate() {
+            let switch = if multi {
+                let s = Arc::new(worker::PairSwitch {
+                    // One pair until the driver asks for more (5.1.6.5.5).
+                    enabled: AtomicBool::new(p == 0),
+                    wake: EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?,
+                });
+                switches.push(s.clone());
+                Some(s)
+            } else {
+                None
+            };
+            let queues = worker::PairQueues {
+                rx,
+                tx,
+                rx_notify,
+                tx_notify,
+                switch,
+            };
+            let tap = self.taps[p].try_clone().map_err(VirtioError::EventFd)?;
+            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
+            let stop_fd = stop.try_clone().map_err(VirtioError::EventFd)?;
+            let w = worker::NetWorker::new(
+                a.mem.clone(),
+                a.interrupt.clone(),
+                queues,
+                tap,
+                stop_fd,
+                mergeable,
+                rx_need,
+            )?;
+            let name = match multi {
+                true => format!("net-{}-p{p}", self.id),
+                false => format!("net-{}", self.id),
+            };
+            self.spawn(name, stop, move || w.run())?;
+        }
+        if multi {
+            let taps = self
+                .taps
+                .iter()
+                .map(File::try_clone)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(VirtioError::EventFd)?;
+            let pairs = Arc::new(ctrl::Pairs {
+                taps,
+                switches,
+                tap_name: self.tap_name.clone(),
+            });
+            // Pair 0 only: detach the others' TAP queues until asked.
+            pairs.set_enabled(1);
+            if let Some((queue, notify)) = ctrl {
+                let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
+                let w = ctrl::CtrlWorker {
+                    mem: a.mem.clone(),
+                    queue,
+                    notify,
+                    stop: stop.try_clone().map_err(VirtioError::EventFd)?,
+                    interrupt: a.interrupt.clone(),
+                    pairs,
+                };
+                self.spawn(format!("net-{}-ctrl", self.id), stop, move || w.run())?;
+            }
+        }
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some((stop, handle)) = self.worker.take() {
+        for (stop, handle) in self.threads.drain(..) {
             let _ = stop.write(1);
             let _ = handle.join();
         }
+    }
+}
+
+impl Net {
+    fn spawn(
+        &mut self,
+        name: String,
+        stop: EventFd,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<(), VirtioError> {
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .map_err(VirtioError::Thread)?;
+        self.threads.push((stop, handle));
+        Ok(())
     }
 }
 

@@ -250,7 +250,9 @@ impl Rx {
         for i in 0..reads {
             let chains = self.reads[i].1;
             let res = self.results[i];
-            if res == -libc::EAGAIN || res == -libc::ECANCELED {
+            // EBADFD: a multi-queue TAP's queue detached meanwhile (its
+            // pair was disabled): no frame, the chains stay posted.
+            if res == -libc::EAGAIN || res == -libc::ECANCELED || res == -libc::EBADFD {
                 keep += chains;
                 continue;
             }
@@ -312,7 +314,12 @@ fn drop_one_frame(tap: RawFd) -> bool {
     let mut scratch = [0u8; 64];
     // SAFETY: reads at most 64 bytes into `scratch`.
     let n = unsafe { libc::read(tap, scratch.as_mut_ptr().cast(), scratch.len()) };
-    !(n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN))
+    // EBADFD: a detached multi-queue TAP queue has no frames either.
+    !(n < 0
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN | libc::EBADFD)
+        ))
 }
 
 /// Write `v` (little endian) at byte `at` of the buffers `iov`, across

@@ -1,6 +1,7 @@
 //! Opening a TAP for virtio-net: `/dev/net/tun` with IFF_TAP | IFF_NO_PI |
 //! IFF_VNET_HDR (created when it does not exist yet), non-blocking, with a
-//! 12-byte vnet header.
+//! 12-byte vnet header; with IFF_MULTI_QUEUE once per queue pair, whose
+//! queues are attached and detached (TUNSETQUEUE) as the guest enables pairs.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,6 +12,10 @@ use std::os::unix::io::AsRawFd;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETQUEUE: libc::c_ulong = 0x4004_54d9;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const IFF_ATTACH_QUEUE: libc::c_short = 0x0200;
+const IFF_DETACH_QUEUE: libc::c_short = 0x0400;
 const TUN_F_CSUM: libc::c_ulong = 0x01;
 const TUN_F_TSO4: libc::c_ulong = 0x02;
 const TUN_F_TSO6: libc::c_ulong = 0x04;
@@ -27,8 +32,9 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
-/// Open the TAP `name` (created when missing) for one queue.
-pub fn open(name: &str) -> io::Result<File> {
+/// Open the TAP `name` (created when missing) for one queue; `multi_queue`
+/// opens one queue of a multi-queue TAP (every queue of such a TAP must be).
+pub fn open(name: &str, multi_queue: bool) -> io::Result<File> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -42,7 +48,7 @@ pub fn open(name: &str) -> io::Result<File> {
         .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | if multi_queue { IFF_MULTI_QUEUE } else { 0 },
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -56,6 +62,26 @@ pub fn open(name: &str) -> io::Result<File> {
         return Err(io::Error::last_os_error());
     }
     Ok(f)
+}
+
+/// Attach a multi-queue TAP's queue `f` (the kernel steers frames to it
+/// and takes frames from it) or detach it (the kernel skips it; reads and
+/// writes on it fail with EBADFD until it is attached again).
+pub fn set_queue(f: &File, attach: bool) -> io::Result<()> {
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: if attach {
+            IFF_ATTACH_QUEUE
+        } else {
+            IFF_DETACH_QUEUE
+        },
+        _pad: [0; 22],
+    };
+    // SAFETY: TUNSETQUEUE reads one ifreq, which outlives the call.
+    if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETQUEUE, &mut req as *mut IfReq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Tell the TAP which offloads the guest took (virtio-net feature bits it

@@ -1,6 +1,7 @@
-//! The worker thread of a virtio-net device. It sleeps in epoll on the tx
-//! queue's ioeventfd, the rx queue's ioeventfd, the TAP (readable) and a
-//! stop eventfd, and per wake-up:
+//! The worker thread of one virtio-net queue pair (one per pair with
+//! multi-queue, each on its own TAP queue). It sleeps in epoll on the tx
+//! queue's ioeventfd, the rx queue's ioeventfd, the TAP (readable), a stop
+//! eventfd and, with multi-queue, its pair's switch, and per wake-up:
 //! - tx: pops the available chains in batches of `TX_BATCH`, hands each
 //!   chain's buffers (header + frame, device-readable only) to the TAP as
 //!   one writev SQE of an io_uring, submits the batch in one
@@ -18,6 +19,7 @@
 
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use io_uring::{opcode, types, IoUring};
@@ -27,8 +29,8 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::rx::{Rx, RxOutcome};
-use super::{HDR_LEN, TX};
-use crate::devices::virtio::{wants_interrupt, Activation, Interrupt, VirtioError, INT_USED_RING};
+use super::HDR_LEN;
+use crate::devices::virtio::{wants_interrupt, Interrupt, VirtioError, INT_USED_RING};
 use crate::memory::GuestMemory;
 
 /// Buffers one frame may span.
@@ -44,6 +46,24 @@ const EV_STOP: u64 = 0;
 const EV_TX: u64 = 1;
 const EV_RX: u64 = 2;
 const EV_TAP: u64 = 3;
+const EV_SWITCH: u64 = 4;
+
+/// One queue pair as the driver made it ready.
+pub struct PairQueues {
+    pub rx: Queue,
+    pub tx: Queue,
+    pub rx_notify: EventFd,
+    pub tx_notify: EventFd,
+    /// With multi-queue: whether the guest enabled the pair.
+    pub switch: Option<Arc<PairSwitch>>,
+}
+
+/// Whether a multi-queue pair is enabled (the guest's VQ_PAIRS_SET), and
+/// the eventfd that tells its worker to look again.
+pub struct PairSwitch {
+    pub enabled: AtomicBool,
+    pub wake: EventFd,
+}
 
 /// Why no chain was popped.
 pub(super) enum Chain {
@@ -62,6 +82,7 @@ pub struct NetWorker {
     tx_notify: EventFd,
     stop: EventFd,
     tap: File,
+    switch: Option<Arc<PairSwitch>>,
     interrupt: Arc<Interrupt>,
     epoll: Epoll,
     tap_watched: bool,
@@ -84,31 +105,33 @@ impl NetWorker {
     /// `mergeable`: the driver took mergeable rx buffers; `rx_need`: the
     /// largest frame (with its header) the TAP may deliver.
     pub fn new(
-        a: Activation,
+        mem: GuestMemory,
+        interrupt: Arc<Interrupt>,
+        pair: PairQueues,
         tap: File,
         stop: EventFd,
         mergeable: bool,
         rx_need: usize,
     ) -> Result<Self, VirtioError> {
-        let mut queues = a.queues.into_iter();
-        let mut notifiers = a.notifiers.into_iter();
-        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
-            return Err(VirtioError::BadQueue(TX));
-        };
-        let (Some(rx_notify), Some(tx_notify)) = (notifiers.next(), notifiers.next()) else {
-            return Err(VirtioError::BadQueue(TX));
-        };
+        let PairQueues {
+            rx,
+            tx,
+            rx_notify,
+            tx_notify,
+            switch,
+        } = pair;
         let epoll = Epoll::new().map_err(VirtioError::EventFd)?;
         let ring = IoUring::new(TX_BATCH as u32).map_err(VirtioError::Uring)?;
         let w = NetWorker {
-            mem: a.mem,
+            mem,
             rx: Rx::new(rx, mergeable, rx_need)?,
             tx,
             rx_notify,
             tx_notify,
             stop,
             tap,
-            interrupt: a.interrupt,
+            switch,
+            interrupt,
             epoll,
             tap_watched: false,
             iovecs: Vec::with_capacity(MAX_IOVECS),
@@ -117,11 +140,15 @@ impl NetWorker {
             ring,
             tx_added: false,
         };
-        for (fd, tag) in [
+        let mut fds = vec![
             (w.stop.as_raw_fd(), EV_STOP),
             (w.tx_notify.as_raw_fd(), EV_TX),
             (w.rx_notify.as_raw_fd(), EV_RX),
-        ] {
+        ];
+        if let Some(s) = &w.switch {
+            fds.push((s.wake.as_raw_fd(), EV_SWITCH));
+        }
+        for (fd, tag) in fds {
             w.epoll
                 .ctl(
                     ControlOperation::Add,
@@ -133,14 +160,21 @@ impl NetWorker {
         Ok(w)
     }
 
+    /// Whether the guest has this pair enabled (always, without multi-queue).
+    fn enabled(&self) -> bool {
+        self.switch
+            .as_ref()
+            .is_none_or(|s| s.enabled.load(Ordering::Acquire))
+    }
+
     /// Serve both queues until the stop eventfd fires.
     pub fn run(mut self) {
-        self.watch_tap(true);
+        self.watch_tap(self.enabled());
         // Chains made available before activation are served at once.
         self.serve_tx();
         self.serve_rx();
         self.notify_guest();
-        let mut events = [EpollEvent::default(); 4];
+        let mut events = [EpollEvent::default(); 5];
         loop {
             let n = match self.epoll.wait(-1, &mut events) {
                 Ok(n) => n,
@@ -161,6 +195,12 @@ impl NetWorker {
                     }
                     EV_RX => {
                         let _ = self.rx_notify.read();
+                        rx = true;
+                    }
+                    EV_SWITCH => {
+                        if let Some(s) = &self.switch {
+                            let _ = s.wake.read();
+                        }
                         rx = true;
                     }
                     _ => rx = true,
@@ -301,8 +341,13 @@ impl NetWorker {
         complete_all(&mut self.ring, queued, |_| {}).is_ok()
     }
 
-    /// Receive frames while both a frame and a buffer chain are there.
+    /// Receive frames while both a frame and a buffer chain are there (and
+    /// the pair is enabled: a disabled pair's TAP queue is detached).
     fn serve_rx(&mut self) {
+        if !self.enabled() {
+            self.watch_tap(false);
+            return;
+        }
         loop {
             let _ = self.rx.queue.disable_notification(&self.mem);
             match self.rx.serve(&self.mem, self.tap.as_raw_fd()) {
