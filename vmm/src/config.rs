@@ -44,6 +44,8 @@ pub enum ConfigError {
     DiskId(String),
     #[error("disk poll_us must be at most 1000, got {0}")]
     DiskPoll(u32),
+    #[error("disk num_queues must be between 1 and {max}, got {0}", max = crate::devices::virtio::blk::MAX_QUEUES)]
+    DiskQueues(u32),
     #[error("unknown CPUID feature {0:?} in cpuid_mask")]
     CpuidFeature(String),
     #[error("the control socket path {0} is too long for a Unix socket")]
@@ -148,6 +150,15 @@ pub struct DiskConfig {
     /// never polls; polling pays off only when the host has idle cores.
     #[serde(default)]
     pub poll_us: u32,
+    /// virtio-blk request queues offered (1 to 16, default 1); with more
+    /// than one the device offers VIRTIO_BLK_F_MQ and serves each queue the
+    /// driver makes ready on its own thread and io_uring.
+    #[serde(default = "one_queue")]
+    pub num_queues: u32,
+}
+
+fn one_queue() -> u32 {
+    1
 }
 
 /// A network interface: virtio-net on a TAP. kiln-vmm opens the TAP with
@@ -260,6 +271,9 @@ impl VmConfig {
         for (i, d) in self.disks.iter().enumerate() {
             if d.poll_us > 1000 {
                 return Err(ConfigError::DiskPoll(d.poll_us));
+            }
+            if !(1..=crate::devices::virtio::blk::MAX_QUEUES).contains(&d.num_queues) {
+                return Err(ConfigError::DiskQueues(d.num_queues));
             }
             if let Some(id) = &d.id {
                 let dup = self.disks[..i].iter().any(|o| o.id.as_ref() == Some(id));
@@ -411,6 +425,21 @@ mod tests {
             ),
             Err(ConfigError::DiskPoll(5000))
         ));
+        for n in [0, 17, 100_000] {
+            let text = format!(
+                r#"{{"firmware": {{"path": "/bin/sh"}}, "disks": [{{"path": "/bin/sh", "num_queues": {n}}}]}}"#
+            );
+            assert!(
+                matches!(v(&text), Err(ConfigError::DiskQueues(got)) if got == n),
+                "num_queues {n}"
+            );
+        }
+        assert!(matches!(
+            parse(
+                r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "num_queues": -1}]}"#
+            ),
+            Err(ConfigError::Json(_))
+        ));
         assert!(matches!(
             v(r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "a/b"}]}"#),
             Err(ConfigError::NicTap(_))
@@ -456,13 +485,15 @@ mod tests {
                 "console": {"log": "/tmp/x.log", "stdout": true},
                 "control_socket": "/tmp/x.sock", "cpuid_mask": ["cx16", "xsave"],
                 "disks": [{"path": "/bin/sh", "read_only": true, "direct": false, "id": "root", "poll_us": 50},
-                          {"path": "/bin/sh", "direct": "auto"}, {"path": "/bin/sh", "direct": true},
+                          {"path": "/bin/sh", "direct": "auto", "num_queues": 16}, {"path": "/bin/sh", "direct": true},
                           {"path": null, "id": "slot"}, {"id": "slot2"}],
                 "shutdown_timeout_ms": 10}"#,
         )
         .unwrap();
         let b = c.validate().unwrap();
         assert!(c.disks[3].path.is_none() && c.disks[4].path.is_none());
+        let queues: Vec<u32> = c.disks.iter().map(|d| d.num_queues).collect();
+        assert_eq!(queues, [1, 16, 1, 1, 1], "num_queues defaults to 1");
         assert_eq!(b.entry, Entry::Pvh);
         assert_eq!(b.cmdline, "console=ttyS0");
         let modes: Vec<DirectMode> = c.disks.iter().map(|d| d.direct).collect();

@@ -242,25 +242,33 @@ impl MmioTransport {
         self.status = v;
     }
 
+    /// DRIVER_OK: hand the device its ready queues. A queue the device
+    /// requires that is not ready, or a ready queue whose rings are not
+    /// valid guest memory, marks the device broken; queues the driver left
+    /// alone (fewer than offered, or MQ not negotiated) are skipped.
     fn activate(&mut self) {
         let event_idx = self.driver_features & super::F_RING_EVENT_IDX != 0;
+        let required = self.device.required_queues();
         let mut queues = Vec::with_capacity(self.queues.len());
-        for q in self.queues.iter_mut() {
-            q.set_event_idx(event_idx);
-            let copy = Queue::try_from(q.state());
-            match copy {
-                Ok(c) if q.ready() && q.is_valid(&self.mem) => queues.push(c),
-                _ => {
+        let mut notifiers = Vec::with_capacity(self.queues.len());
+        let mut indices = Vec::with_capacity(self.queues.len());
+        for (i, (q, n)) in self.queues.iter_mut().zip(&self.notifiers).enumerate() {
+            if !q.ready() {
+                if i < required {
                     self.interrupt.mark_broken();
                     return;
                 }
+                continue;
             }
-        }
-        let mut notifiers = Vec::with_capacity(self.notifiers.len());
-        for n in &self.notifiers {
-            match n.try_clone() {
-                Ok(n) => notifiers.push(n),
-                Err(_) => {
+            q.set_event_idx(event_idx);
+            let copy = Queue::try_from(q.state());
+            match (copy, n.try_clone()) {
+                (Ok(c), Ok(n)) if q.is_valid(&self.mem) => {
+                    queues.push(c);
+                    notifiers.push(n);
+                    indices.push(i);
+                }
+                _ => {
                     self.interrupt.mark_broken();
                     return;
                 }
@@ -270,6 +278,7 @@ impl MmioTransport {
             mem: self.mem.clone(),
             queues,
             notifiers,
+            indices,
             interrupt: self.interrupt.clone(),
             features: self.driver_features,
         };

@@ -78,6 +78,8 @@ pub enum VirtioError {
     Mac(String),
     #[error("virtio queue {0} is not valid (size or ring addresses)")]
     BadQueue(usize),
+    #[error("a disk has 1 to {max} queues, not {0}", max = blk::MAX_QUEUES)]
+    QueueCount(u32),
 }
 
 /// The interrupt line of one slot: the status register bits the guest reads
@@ -142,11 +144,15 @@ impl Interrupt {
     }
 }
 
-/// What the transport hands a device when the driver sets DRIVER_OK.
+/// What the transport hands a device when the driver sets DRIVER_OK: the
+/// queues the driver made ready (a driver may use fewer than offered), in
+/// ascending index order; `indices[k]` is the queue index of `queues[k]`,
+/// whose notifier is `notifiers[k]`.
 pub struct Activation {
     pub mem: GuestMemory,
     pub queues: Vec<Queue>,
     pub notifiers: Vec<EventFd>,
+    pub indices: Vec<usize>,
     pub interrupt: std::sync::Arc<Interrupt>,
     pub features: u64,
 }
@@ -158,6 +164,11 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Maximum size of each queue (their count is the number of queues).
     fn queue_max_sizes(&self) -> &[u16];
+    /// How many leading queues (0..n) the driver must make ready before
+    /// DRIVER_OK; the others are optional. Default: every queue.
+    fn required_queues(&self) -> usize {
+        self.queue_max_sizes().len()
+    }
     /// Read device-specific configuration space at `offset`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Start serving the queues.
