@@ -91,15 +91,6 @@ pub struct Blk {
 }
 
 impl Blk {
-    /// Reset and set up the device at `base` on unit 0.
-    ///
-    /// # Safety
-    /// As for `init_unit`.
-    pub unsafe fn init(base: usize) -> Result<Blk, InitError> {
-        // SAFETY: caller's contract.
-        unsafe { Blk::init_unit(base, 0) }
-    }
-
     /// Reset and set up the device at `base` on the static memory of `unit`
     /// (`unit` < `MAX_UNITS`, else `QueueTooSmall`).
     ///
