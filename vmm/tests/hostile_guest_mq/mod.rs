@@ -195,6 +195,26 @@ fn without_mq_queue_0_alone_is_required_and_served() {
 }
 
 #[test]
+fn a_backing_swap_waits_for_every_queue_thread() {
+    let mut d = Driver::multi("mqswap", 2);
+    d.number_sectors();
+    d.setup_queues(F_MQ, &[0, 1]);
+    d.reads_on(0, 0);
+    d.reads_on(1, 50);
+    assert_eq!(d.wait_on(0, MQ_REQUESTS), Outcome::Answered);
+    assert_eq!(d.wait_on(1, MQ_REQUESTS), Outcome::Answered);
+    d.reads_done_on(1, Some(50));
+    // Both threads hold the old file: the swap must wake and wait for
+    // each (an error after 5 s if one kept it).
+    d.t.swap_backing(None).unwrap();
+    let file = d._dir.path().join("disk.raw");
+    d.t.swap_backing(Some(&file)).unwrap();
+    let mut cap = [0u8; 8];
+    d.t.read(REG_CONFIG, &mut cap);
+    assert_eq!(u64::from_le_bytes(cap), (DISK_BYTES / 512) as u64);
+}
+
+#[test]
 fn num_queues_out_of_range_is_refused() {
     for n in [0, 17, u32::MAX] {
         let cfg = DiskConfig {
