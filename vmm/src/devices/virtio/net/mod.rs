@@ -155,11 +155,6 @@ impl VirtioDevice for Net {
         &self.sizes
     }
 
-    /// rx and tx: the worker serves both or nothing.
-    fn required_queues(&self) -> usize {
-        2
-    }
-
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config_space(), offset, data);
     }
