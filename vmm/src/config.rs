@@ -42,10 +42,10 @@ pub enum ConfigError {
     NicId(String),
     #[error("disk id {0:?} must be 1 to 20 bytes and unique")]
     DiskId(String),
-    #[error("disk poll_us must be at most 1000, got {0}")]
-    DiskPoll(u32),
     #[error("disk num_queues must be between 1 and {max}, got {0}", max = crate::devices::virtio::blk::MAX_QUEUES)]
     DiskQueues(u32),
+    #[error("disk poll_us must be at most 1000, got {0}")]
+    DiskPoll(u32),
     #[error("unknown CPUID feature {0:?} in cpuid_mask")]
     CpuidFeature(String),
     #[error("the control socket path {0} is too long for a Unix socket")]
@@ -141,6 +141,11 @@ pub struct DiskConfig {
     /// O_DIRECT policy: true, false or "auto" (the default).
     #[serde(default)]
     pub direct: DirectMode,
+    /// virtio-blk request queues offered (1 to 16, default 1); with more
+    /// than one the device offers VIRTIO_BLK_F_MQ and serves each queue the
+    /// driver makes ready on its own thread and io_uring.
+    #[serde(default = "one_queue")]
+    pub num_queues: u32,
     /// Name for GET_ID and the control socket's `swap-disk` (default `disk<N>`);
     /// at most 20 bytes.
     #[serde(default)]
@@ -150,15 +155,6 @@ pub struct DiskConfig {
     /// never polls; polling pays off only when the host has idle cores.
     #[serde(default)]
     pub poll_us: u32,
-    /// virtio-blk request queues offered (1 to 16, default 1); with more
-    /// than one the device offers VIRTIO_BLK_F_MQ and serves each queue the
-    /// driver makes ready on its own thread and io_uring.
-    #[serde(default = "one_queue")]
-    pub num_queues: u32,
-}
-
-fn one_queue() -> u32 {
-    1
 }
 
 /// A network interface: virtio-net on a TAP. kiln-vmm opens the TAP with
@@ -222,6 +218,10 @@ pub struct VmConfig {
     pub cpuid_cache: Option<PathBuf>,
 }
 
+fn one_queue() -> u32 {
+    1
+}
+
 fn default_vcpus() -> u32 {
     1
 }
@@ -269,11 +269,11 @@ impl VmConfig {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
         }
         for (i, d) in self.disks.iter().enumerate() {
-            if d.poll_us > 1000 {
-                return Err(ConfigError::DiskPoll(d.poll_us));
-            }
             if !(1..=crate::devices::virtio::blk::MAX_QUEUES).contains(&d.num_queues) {
                 return Err(ConfigError::DiskQueues(d.num_queues));
+            }
+            if d.poll_us > 1000 {
+                return Err(ConfigError::DiskPoll(d.poll_us));
             }
             if let Some(id) = &d.id {
                 let dup = self.disks[..i].iter().any(|o| o.id.as_ref() == Some(id));
@@ -419,12 +419,6 @@ mod tests {
             ),
             Err(ConfigError::DiskId(_))
         ));
-        assert!(matches!(
-            v(
-                r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "poll_us": 5000}]}"#
-            ),
-            Err(ConfigError::DiskPoll(5000))
-        ));
         for n in [0, 17, 100_000] {
             let text = format!(
                 r#"{{"firmware": {{"path": "/bin/sh"}}, "disks": [{{"path": "/bin/sh", "num_queues": {n}}}]}}"#
@@ -439,6 +433,12 @@ mod tests {
                 r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "num_queues": -1}]}"#
             ),
             Err(ConfigError::Json(_))
+        ));
+        assert!(matches!(
+            v(
+                r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "poll_us": 5000}]}"#
+            ),
+            Err(ConfigError::DiskPoll(5000))
         ));
         assert!(matches!(
             v(r#"{"firmware": {"path": "/bin/sh"}, "nics": [{"tap": "a/b"}]}"#),

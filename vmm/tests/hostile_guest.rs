@@ -83,8 +83,8 @@ impl Driver {
             read_only,
             direct: DirectMode::Off,
             id: Some(id.into()),
-            poll_us: if read_only { 0 } else { 100 },
             num_queues,
+            poll_us: if read_only { 0 } else { 100 },
         };
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();

@@ -217,14 +217,7 @@ fn a_backing_swap_waits_for_every_queue_thread() {
 #[test]
 fn num_queues_out_of_range_is_refused() {
     for n in [0, 17, u32::MAX] {
-        let cfg = DiskConfig {
-            path: None,
-            read_only: false,
-            direct: DirectMode::Off,
-            id: None,
-            poll_us: 0,
-            num_queues: n,
-        };
+        let cfg: DiskConfig = serde_json::from_value(serde_json::json!({"num_queues": n})).unwrap();
         assert!(
             matches!(Blk::new(&cfg, 0), Err(VirtioError::QueueCount(got)) if got == n),
             "{n}"
