@@ -218,13 +218,13 @@ pub struct VmConfig {
     pub cpuid_cache: Option<PathBuf>,
 }
 
+fn default_vcpus() -> u32 {
+    1
+}
 fn one_queue() -> u32 {
     1
 }
 
-fn default_vcpus() -> u32 {
-    1
-}
 fn default_memory_mib() -> u64 {
     128
 }
