@@ -1,8 +1,10 @@
 //! The pure parts of `kiln.mode=blk-bench`: its arguments, the random
-//! offsets, and a log-linear latency histogram with percentiles (no
-//! allocation: fixed arrays).
+//! offsets, how in-flight requests spread over the device's queues, and a
+//! log-linear latency histogram with percentiles (no allocation: fixed
+//! arrays).
 
 use crate::cmdline;
+use crate::virtio_blk::MAX_QUEUES;
 
 /// Access pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +32,7 @@ impl Rw {
     }
 }
 
-/// `rw=… bs=… qd=… seconds=… [spin_us=…]` with fio-like defaults.
+/// `rw=… bs=… qd=… seconds=… [spin_us=…] [queues=…]` with fio-like defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BenchArgs {
     pub rw: Rw,
@@ -40,6 +42,8 @@ pub struct BenchArgs {
     /// How long to poll the used ring without progress before sleeping
     /// until the device interrupts; None polls all the time.
     pub spin_us: Option<u64>,
+    /// Device queues the requests are spread over (1 to `MAX_QUEUES`).
+    pub queues: u64,
 }
 
 /// Parse the arguments; the error names the bad one.
@@ -60,6 +64,10 @@ pub fn parse_args(cmdline: &[u8]) -> Result<BenchArgs, &'static [u8]> {
     let bs = num(b"bs", 4096).ok_or(b"bad bs".as_slice())?;
     let qd = num(b"qd", 1).ok_or(b"bad qd".as_slice())?;
     let seconds = num(b"seconds", 5).ok_or(b"bad seconds".as_slice())?;
+    let queues = num(b"queues", 1).ok_or(b"bad queues".as_slice())?;
+    if queues == 0 || queues > MAX_QUEUES as u64 {
+        return Err(b"queues must be 1 to 4");
+    }
     if bs == 0 || bs % 512 != 0 || bs > 1 << 20 {
         return Err(b"bs must be a multiple of 512 up to 1M");
     }
@@ -76,7 +84,64 @@ pub fn parse_args(cmdline: &[u8]) -> Result<BenchArgs, &'static [u8]> {
         qd,
         seconds,
         spin_us,
+        queues,
     })
+}
+
+/// Round-robin of in-flight requests over `n` queues at depth `qd`: each
+/// queue holds at most its share of `qd` (`cap`), a new request goes to the
+/// next queue in turn that has room, and the request that is number `i` in
+/// flight on queue `q` uses buffer `i * n + q` (always below `qd`).
+#[derive(Debug)]
+pub struct Spread {
+    n: usize,
+    qd: usize,
+    next: usize,
+    in_flight: [usize; MAX_QUEUES],
+}
+
+impl Spread {
+    /// `n` is clamped to 1..=`MAX_QUEUES`, `qd` to at least `n`.
+    pub fn new(n: usize, qd: usize) -> Self {
+        let n = n.clamp(1, MAX_QUEUES);
+        Spread {
+            n,
+            qd: qd.max(n),
+            next: 0,
+            in_flight: [0; MAX_QUEUES],
+        }
+    }
+
+    /// The most requests queue `q` holds at once.
+    pub fn cap(&self, q: usize) -> usize {
+        self.qd / self.n + usize::from(q < self.qd % self.n)
+    }
+
+    /// The queue the next request goes to (and count it), if one has room.
+    pub fn take(&mut self) -> Option<usize> {
+        for _ in 0..self.n {
+            let q = self.next;
+            self.next = (q + 1) % self.n;
+            if self.in_flight[q] < self.cap(q) {
+                self.in_flight[q] += 1;
+                return Some(q);
+            }
+        }
+        None
+    }
+
+    /// A request on queue `q` completed.
+    pub fn done(&mut self, q: usize) {
+        if let Some(c) = self.in_flight.get_mut(q) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// The buffer of the request in per-queue slot `i` of queue `q`
+    /// (`i` below `cap(q)`: the driver hands out the lowest free slot).
+    pub fn buffer(&self, q: usize, i: usize) -> usize {
+        i * self.n + q
+    }
 }
 
 /// xorshift64*: cheap, good enough to spread offsets.
@@ -184,8 +249,13 @@ mod tests {
                 qd: 32,
                 seconds: 3,
                 spin_us: None,
+                queues: 1,
             }
         );
+        assert_eq!(parse_args(b"queues=4").unwrap().queues, 4);
+        assert!(parse_args(b"queues=0").is_err());
+        assert!(parse_args(b"queues=5").is_err());
+        assert!(parse_args(b"queues=x").is_err());
         assert_eq!(parse_args(b"spin_us=20").unwrap().spin_us, Some(20));
         assert!(parse_args(b"spin_us=x").is_err());
         let d = parse_args(b"").unwrap();
@@ -210,6 +280,30 @@ mod tests {
             let i = Histogram::index(v);
             assert!(Histogram::value(i) <= v, "{v}");
         }
+    }
+
+    #[test]
+    fn requests_spread_round_robin_within_each_queues_share() {
+        // 32 deep over 2 queues: alternating, 16 each, then full.
+        let mut s = Spread::new(2, 32);
+        let taken: Vec<usize> = core::iter::from_fn(|| s.take()).collect();
+        assert_eq!(taken.len(), 32);
+        assert!(taken.iter().enumerate().all(|(k, q)| *q == k % 2));
+        // A completion on queue 1 makes room there only.
+        s.done(1);
+        assert_eq!((s.take(), s.take()), (Some(1), None));
+        // Uneven: 5 over 3 queues → shares 2, 2, 1; buffers stay below qd.
+        let s = Spread::new(3, 5);
+        assert_eq!((s.cap(0), s.cap(1), s.cap(2)), (2, 2, 1));
+        for q in 0..3 {
+            for i in 0..s.cap(q) {
+                assert!(s.buffer(q, i) < 5, "q{q} i{i}");
+            }
+        }
+        // One queue: exactly the old lowest-free-slot numbering.
+        let s = Spread::new(1, 8);
+        assert_eq!(s.cap(0), 8);
+        assert_eq!(s.buffer(0, 7), 7);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum ConfigError {
     NicQueuePairs(u16),
     #[error("disk id {0:?} must be 1 to 20 bytes and unique")]
     DiskId(String),
+    #[error("disk num_queues must be between 1 and {max}, got {0}", max = crate::devices::virtio::blk::MAX_QUEUES)]
+    DiskQueues(u32),
     #[error("disk poll_us must be at most 1000, got {0}")]
     DiskPoll(u32),
     #[error("vcpu_affinity has {0} entries for {1} vCPUs")]
@@ -151,6 +153,11 @@ pub struct DiskConfig {
     /// O_DIRECT policy: true, false or "auto" (the default).
     #[serde(default)]
     pub direct: DirectMode,
+    /// virtio-blk request queues offered (1 to 16, default 1); with more
+    /// than one the device offers VIRTIO_BLK_F_MQ and serves each queue the
+    /// driver makes ready on its own thread and io_uring.
+    #[serde(default = "one_queue")]
+    pub num_queues: u32,
     /// Name for GET_ID and the control socket's `swap-disk` (default `disk<N>`);
     /// at most 20 bytes.
     #[serde(default)]
@@ -265,6 +272,10 @@ fn check_cpu_set(what: &str, set: &[usize], empty_ok: bool) -> Result<(), Config
 fn default_vcpus() -> u32 {
     1
 }
+fn one_queue() -> u32 {
+    1
+}
+
 fn default_memory_mib() -> u64 {
     128
 }
@@ -318,6 +329,9 @@ impl VmConfig {
             check_cpu_set(&format!("vcpu_affinity[{i}]"), set, false)?;
         }
         for (i, d) in self.disks.iter().enumerate() {
+            if !(1..=crate::devices::virtio::blk::MAX_QUEUES).contains(&d.num_queues) {
+                return Err(ConfigError::DiskQueues(d.num_queues));
+            }
             if d.poll_us > 1000 {
                 return Err(ConfigError::DiskPoll(d.poll_us));
             }
@@ -473,6 +487,21 @@ mod tests {
             ),
             Err(ConfigError::DiskId(_))
         ));
+        for n in [0, 17, 100_000] {
+            let text = format!(
+                r#"{{"firmware": {{"path": "/bin/sh"}}, "disks": [{{"path": "/bin/sh", "num_queues": {n}}}]}}"#
+            );
+            assert!(
+                matches!(v(&text), Err(ConfigError::DiskQueues(got)) if got == n),
+                "num_queues {n}"
+            );
+        }
+        assert!(matches!(
+            parse(
+                r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "num_queues": -1}]}"#
+            ),
+            Err(ConfigError::Json(_))
+        ));
         assert!(matches!(
             v(
                 r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "poll_us": 5000}]}"#
@@ -550,13 +579,15 @@ mod tests {
                 "console": {"log": "/tmp/x.log", "stdout": true},
                 "control_socket": "/tmp/x.sock", "cpuid_mask": ["cx16", "xsave"],
                 "disks": [{"path": "/bin/sh", "read_only": true, "direct": false, "id": "root", "poll_us": 50},
-                          {"path": "/bin/sh", "direct": "auto"}, {"path": "/bin/sh", "direct": true},
+                          {"path": "/bin/sh", "direct": "auto", "num_queues": 16}, {"path": "/bin/sh", "direct": true},
                           {"path": null, "id": "slot"}, {"id": "slot2"}],
                 "shutdown_timeout_ms": 10}"#,
         )
         .unwrap();
         let b = c.validate().unwrap();
         assert!(c.disks[3].path.is_none() && c.disks[4].path.is_none());
+        let queues: Vec<u32> = c.disks.iter().map(|d| d.num_queues).collect();
+        assert_eq!(queues, [1, 16, 1, 1, 1], "num_queues defaults to 1");
         assert_eq!(b.entry, Entry::Pvh);
         assert_eq!(b.cmdline, "console=ttyS0");
         let modes: Vec<DirectMode> = c.disks.iter().map(|d| d.direct).collect();

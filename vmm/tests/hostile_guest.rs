@@ -11,7 +11,8 @@
 //! after a reset the same device serves a well-formed read correctly. Fixed
 //! cases cover loops, bad lengths, addresses outside guest memory, wrong
 //! directions, huge and nested indirect tables and a runaway avail index;
-//! proptest then throws random chains at it.
+//! proptest then throws random chains at it. `hostile_guest_mq/` does the
+//! same for a disk with several queues.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 use kiln_vmm::config::{DirectMode, DiskConfig};
 use kiln_vmm::devices::virtio::blk::{Blk, S_IOERR, S_OK, T_FLUSH, T_GET_ID, T_IN, T_OUT};
 use kiln_vmm::devices::virtio::mmio::*;
-use kiln_vmm::devices::virtio::{F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, STATUS_NEEDS_RESET};
+use kiln_vmm::devices::virtio::{
+    VirtioError, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC, STATUS_NEEDS_RESET,
+};
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -57,15 +60,21 @@ enum Outcome {
 
 impl Driver {
     fn new(read_only: bool) -> Self {
-        Driver::build(read_only, true)
+        Driver::build(read_only, true, "hostile", 1)
     }
 
     /// A driver of an empty disk slot (`path` null).
     fn empty() -> Self {
-        Driver::build(false, false)
+        Driver::build(false, false, "hostile", 1)
     }
 
-    fn build(read_only: bool, with_file: bool) -> Self {
+    /// A driver of a disk with `queues` queues whose id (and so its queue
+    /// threads' names, `blk-<id>-q<i>`) is `id`.
+    fn multi(id: &str, queues: u32) -> Self {
+        Driver::build(false, true, id, queues)
+    }
+
+    fn build(read_only: bool, with_file: bool, id: &str, num_queues: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk.raw");
         std::fs::write(&path, vec![0xab; DISK_BYTES]).unwrap();
@@ -73,7 +82,8 @@ impl Driver {
             path: with_file.then_some(path),
             read_only,
             direct: DirectMode::Off,
-            id: Some("hostile".into()),
+            id: Some(id.into()),
+            num_queues,
             poll_us: if read_only { 0 } else { 100 },
             queue_affinity: Vec::new(),
         };
@@ -102,6 +112,15 @@ impl Driver {
 
     /// Reset, negotiate `features` (plus VERSION_1) and set up queue 0.
     fn setup(&mut self, size: u16, features: u64, used: u64) {
+        self.negotiate(features);
+        self.ready(0, size, DESC, AVAIL, used);
+        self.w(REG_STATUS, 1 | 2 | 8 | 4);
+        self.size = size;
+    }
+
+    /// Reset and negotiate `features` (plus VERSION_1); queue 0's rings
+    /// are zeroed.
+    fn negotiate(&mut self, features: u64) {
         self.w(REG_STATUS, 0);
         for a in [DESC, AVAIL, USED] {
             self.mem
@@ -116,15 +135,17 @@ impl Driver {
         self.w(REG_DRIVER_FEATURES, (f >> 32) as u32);
         self.w(REG_STATUS, 1 | 2 | 8);
         assert_ne!(self.r(REG_STATUS) & 8, 0, "features refused");
-        self.w(REG_QUEUE_SEL, 0);
+    }
+
+    /// Give queue `q` its rings and make it ready.
+    fn ready(&mut self, q: u32, size: u16, desc: u64, avail: u64, used: u64) {
+        self.w(REG_QUEUE_SEL, q);
         self.w(REG_QUEUE_NUM, u32::from(size));
-        self.w(REG_QUEUE_DESC_LOW, DESC as u32);
-        self.w(REG_QUEUE_AVAIL_LOW, AVAIL as u32);
+        self.w(REG_QUEUE_DESC_LOW, desc as u32);
+        self.w(REG_QUEUE_AVAIL_LOW, avail as u32);
         self.w(REG_QUEUE_USED_LOW, used as u32);
         self.w(REG_QUEUE_USED_HIGH, (used >> 32) as u32);
         self.w(REG_QUEUE_READY, 1);
-        self.w(REG_STATUS, 1 | 2 | 8 | 4);
-        self.size = size;
     }
 
     fn desc(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -154,8 +175,8 @@ impl Driver {
         self.t.notifiers()[0].write(1).unwrap();
     }
 
-    fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(USED + 2)).unwrap()
+    fn used_idx_on(&self, q: u32) -> u16 {
+        self.mem.read_obj(GuestAddress(ring(q).used + 2)).unwrap()
     }
 
     fn used_entry(&self, i: u16) -> (u32, u32) {
@@ -172,18 +193,23 @@ impl Driver {
 
     /// Wait until `n` used entries exist or the device wants a reset.
     fn wait(&self, n: u16) -> Outcome {
+        self.wait_on(0, n)
+    }
+
+    /// As `wait`, on queue `q`'s used ring.
+    fn wait_on(&self, q: u32, n: u16) -> Outcome {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if self.r(REG_STATUS) & STATUS_NEEDS_RESET != 0 {
                 return Outcome::NeedsReset;
             }
-            if self.used_idx() == n {
+            if self.used_idx_on(q) == n {
                 return Outcome::Answered;
             }
             assert!(
                 Instant::now() < deadline,
-                "the device neither answered {n} requests (used idx {}) nor asked for a reset",
-                self.used_idx()
+                "queue {q} neither answered {n} requests (used idx {}) nor asked for a reset",
+                self.used_idx_on(q)
             );
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -542,9 +568,14 @@ fn the_transport_ignores_odd_register_accesses() {
 /// A random descriptor: address inside the request area, anywhere in guest
 /// memory, at its edge or far outside; any length; any flags.
 fn any_desc() -> impl Strategy<Value = (u64, u32, u16, u16)> {
+    any_desc_in(HDR, MEM)
+}
+
+/// As `any_desc`, with in-memory addresses from `lo..hi`.
+fn any_desc_in(lo: u64, hi: u64) -> impl Strategy<Value = (u64, u32, u16, u16)> {
     (
         prop_oneof![
-            (HDR..MEM).prop_map(|a| a),
+            (lo..hi).prop_map(|a| a),
             Just(MEM - 1),
             any::<u64>(),
             Just(INDIRECT),
@@ -562,13 +593,21 @@ fn any_desc() -> impl Strategy<Value = (u64, u32, u16, u16)> {
     )
 }
 
-proptest! {
-    // 1000 cases by default (a few seconds); PROPTEST_CASES=N for a longer run.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000),
+/// `default` cases, or PROPTEST_CASES=N for a longer run.
+fn cases(default: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
+    }
+}
+
+proptest! {
+    // 1000 cases by default (a few seconds).
+    #![proptest_config(cases(1000))]
 
     #[test]
     fn random_chains_never_break_the_device(
@@ -601,3 +640,43 @@ proptest! {
         d.recovers();
     }
 }
+
+/// Guest memory of queue `q`: its rings, request headers, status bytes and
+/// data. Queue 0 keeps the single-queue layout; the others get 32 KiB each
+/// from 0x48000, clear of it.
+struct Ring {
+    desc: u64,
+    avail: u64,
+    used: u64,
+    hdr: u64,
+    status: u64,
+    data: u64,
+}
+
+fn ring(q: u32) -> Ring {
+    if q == 0 {
+        return Ring {
+            desc: DESC,
+            avail: AVAIL,
+            used: USED,
+            hdr: HDR,
+            status: STATUS,
+            data: DATA,
+        };
+    }
+    let base = 0x40000 + u64::from(q) * 0x8000;
+    Ring {
+        desc: base,
+        avail: base + 0x1000,
+        used: base + 0x2000,
+        hdr: base + 0x3000,
+        status: base + 0x3800,
+        data: base + 0x4000,
+    }
+}
+
+/// The cases of a disk with several queues (a short module name: a test's
+/// thread is named after its path, and the kernel keeps 15 bytes of it,
+/// which `settled_threads` needs to tell the tests apart).
+#[path = "hostile_guest_mq/mod.rs"]
+mod mq;

@@ -1,13 +1,14 @@
 //! virtio-blk end to end on the real /dev/kvm: the firmware's blk-check on a
 //! raw file (buffered and O_DIRECT), a read-only disk refusing writes, data
 //! covered by an acknowledged FLUSH surviving `kill -9` of the VMM, and a
-//! backing-file swap seen by the running guest.
+//! backing-file swap seen by the running guest; blk-bench on one queue and
+//! spread over two.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use serde_json::json;
-use support::{ask, finish, kvm_available, wait_socket, Guest};
+use support::{ask, finish, kvm_available, wait_socket, Guest, Vmm};
 
 /// Offset of the first byte of `file` (from 0) that differs from the
 /// firmware's pattern, over `len` bytes.
@@ -148,19 +149,8 @@ fn blk_bench_runs_and_reports_its_figures() {
         "kiln.mode=blk-bench rw=randwrite bs=4K qd=8 seconds=1",
         json!([{"path": disk}]),
     ));
-    let console = g.console();
-    assert!(out.status.success(), "{out:?}\n{console}");
-    let line = console
-        .lines()
-        .find(|l| l.starts_with("blk-bench "))
-        .unwrap_or_else(|| panic!("no blk-bench line:\n{console}"));
-    let field = |k: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .unwrap_or_else(|| panic!("no {k} in {line}"))
-            .parse()
-            .unwrap()
-    };
+    let line = bench_line(&g, &out);
+    let field = |k: &str| field(&line, k);
     assert!(
         line.starts_with("blk-bench rw=randwrite bs=4096 qd=8 "),
         "{line}"
@@ -168,9 +158,79 @@ fn blk_bench_runs_and_reports_its_figures() {
     assert!(field("ios=") > 0.0, "{line}");
     assert_eq!(field("errors="), 0.0, "{line}");
     assert!(field("p99_us=") >= field("p50_us="), "{line}");
+    assert!(!line.contains("queues="), "one queue: today's line: {line}");
     let data = std::fs::read(&disk).unwrap();
     assert!(
         data.iter().any(|b| *b != 0x33),
         "the guest's writes reached the file"
     );
+}
+
+/// The console's blk-bench line (the VMM must have exited cleanly).
+fn bench_line(g: &Guest, out: &std::process::Output) -> String {
+    let console = g.console();
+    assert!(out.status.success(), "{out:?}\n{console}");
+    console
+        .lines()
+        .find(|l| l.starts_with("blk-bench "))
+        .unwrap_or_else(|| panic!("no blk-bench line:\n{console}"))
+        .to_string()
+}
+
+/// The number after `key` (e.g. `ios=`) in a blk-bench line.
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+/// The names of `pid`'s threads that start with `prefix`, sorted.
+fn threads_of(pid: u32, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim_end().to_string())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn blk_bench_spreads_its_requests_over_two_queues() {
+    if !kvm_available() {
+        return;
+    }
+    let g = Guest::new();
+    let disk = g.disk("mq.raw", 4 << 20, 0x44);
+    // Killed on drop if an assertion fails before it exits.
+    let mut vmm = Vmm(Some(g.spawn(
+        "kiln.mode=blk-bench rw=randread bs=4K qd=8 seconds=1 queues=2",
+        json!([{"path": disk, "id": "mq", "num_queues": 2}]),
+    )));
+    let child = vmm.0.as_mut().unwrap();
+    // The driver is set up: both queue threads run (each names itself when
+    // it first runs, so look until they have or the VMM is gone).
+    g.wait_console(child, "blk: 8192 sectors\n");
+    let want = ["blk-mq-q0", "blk-mq-q1"];
+    let mut seen = threads_of(child.id(), "blk-mq-");
+    while seen != want && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        seen = threads_of(child.id(), "blk-mq-");
+    }
+    assert_eq!(seen, want, "one queue thread per queue");
+    // The bench ends only once every request came back, each on the used
+    // ring of the queue it went to: queue 1's thread served its share.
+    let line = bench_line(&g, &finish(vmm.0.take().unwrap()));
+    assert!(
+        line.starts_with("blk-bench rw=randread bs=4096 qd=8 "),
+        "{line}"
+    );
+    assert!(line.ends_with(" queues=2"), "{line}");
+    assert!(field(&line, "ios=") >= 8.0, "{line}");
+    assert_eq!(field(&line, "errors="), 0.0, "{line}");
 }

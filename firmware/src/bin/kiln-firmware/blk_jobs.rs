@@ -3,7 +3,7 @@
 //! disk, over the polling driver `kiln_firmware::virtio_blk` and one static
 //! data buffer.
 
-use kiln_firmware::bench::{self, Histogram, Rng};
+use kiln_firmware::bench::{self, Histogram, Rng, Spread};
 use kiln_firmware::cmdline;
 use kiln_firmware::line::Line;
 use kiln_firmware::virtio_blk::{self, Blk};
@@ -21,12 +21,17 @@ static mut DATA: DataBuf = DataBuf([0; DATA_BUF]);
 const CHECK_CHUNK: usize = 64 * 1024;
 
 /// The first virtio-blk device among the command line's virtio-mmio slots
-/// (empty slots and other device types are skipped), set up.
+/// (empty slots and other device types are skipped), set up with one queue.
 fn open_blk(cmdline: &[u8]) -> Option<Blk> {
+    open_blk_queues(cmdline, 1)
+}
+
+/// As `open_blk`, driving up to `queues` of the device's queues.
+fn open_blk_queues(cmdline: &[u8], queues: usize) -> Option<Blk> {
     for dev in cmdline::virtio_mmio_devices(cmdline) {
         // SAFETY: the slot is an MMIO window in the identity map, and this is
         // the only driver instance (a failed init leaves nothing behind).
-        match unsafe { Blk::init(dev.addr as usize) } {
+        match unsafe { Blk::init_queues(dev.addr as usize, 0, queues) } {
             Ok(b) => {
                 let mut l = Line::new();
                 l.bytes(b"blk: ").dec(b.sectors).bytes(b" sectors");
@@ -286,15 +291,17 @@ pub fn blk_watch(cmdline: &[u8]) {
     blk_report(&mut blk, b"after");
 }
 
-/// `kiln.mode=blk-bench rw=randread|randwrite|read|write bs=… qd=… seconds=…`:
-/// a fio-like engine on the first disk; one line with IOPS, MiB/s and
-/// completion-latency p50/p99.
+/// `kiln.mode=blk-bench rw=randread|randwrite|read|write bs=… qd=… seconds=…
+/// [queues=N]`: a fio-like engine on the first disk; one line with IOPS,
+/// MiB/s and completion-latency p50/p99. With `queues=N` (and a device
+/// offering that many) the in-flight requests are spread round-robin over
+/// N queues and the line ends in ` queues=N`.
 pub fn blk_bench(cmdline: &[u8]) {
     let args = match bench::parse_args(cmdline) {
         Ok(a) => a,
         Err(e) => return say(&[b"blk-bench: ", e]),
     };
-    let Some(mut blk) = open_blk(cmdline) else {
+    let Some(mut blk) = open_blk_queues(cmdline, args.queues as usize) else {
         return;
     };
     if args.rw.writes() && blk.read_only {
@@ -304,10 +311,12 @@ pub fn blk_bench(cmdline: &[u8]) {
         return say(&[b"blk-bench: no PIT to calibrate the TSC against (pass tsc_khz=)"]);
     };
     let bs = args.bs;
+    let nq = blk.queues();
     let qd = args
         .qd
-        .min(virtio_blk::SLOTS as u64)
+        .min((virtio_blk::SLOTS * nq) as u64)
         .min(DATA_BUF as u64 / bs);
+    let mut spread = Spread::new(nq, qd as usize);
     let blocks = blk.sectors * 512 / bs;
     if blocks == 0 {
         return say(&[b"blk-bench: the disk is smaller than one block"]);
@@ -321,7 +330,7 @@ pub fn blk_bench(cmdline: &[u8]) {
     let base = unsafe { core::ptr::addr_of_mut!(DATA.0) }.cast::<u8>();
     let mut rng = Rng::new(rdtsc());
     let mut hist = Histogram::new();
-    let mut started = [0u64; virtio_blk::SLOTS];
+    let mut started = [0u64; virtio_blk::SLOTS * virtio_blk::MAX_QUEUES];
     let (mut in_flight, mut ios, mut errors, mut next_block) = (0u64, 0u64, 0u64, 0u64);
     let t0 = rdtsc();
     let end = t0 + args.seconds * hz;
@@ -335,10 +344,14 @@ pub fn blk_bench(cmdline: &[u8]) {
     };
     let (mut idle_since, mut sleeps) = (t0, 0u64);
     loop {
-        let old = blk.avail_index();
         let mut queued = false;
         while in_flight < qd && now < end {
-            let Some(slot) = blk.free_slot() else { break };
+            let Some(q) = spread.take() else { break };
+            let Some(slot) = blk.free_slot_on(q) else {
+                spread.done(q);
+                break;
+            };
+            let buffer = spread.buffer(q, slot % virtio_blk::SLOTS);
             let block = if args.rw.random() {
                 rng.below(blocks)
             } else {
@@ -346,14 +359,15 @@ pub fn blk_bench(cmdline: &[u8]) {
                 next_block = (next_block + 1) % blocks;
                 b
             };
-            // SAFETY: slot < qd (the lowest free slot), so the buffer
-            // slot*bs..+bs is inside DATA and used by this request only.
+            // SAFETY: buffer < qd (the queue's lowest free slot is below
+            // its share of qd: `Spread`), so buffer*bs..+bs is inside DATA
+            // and used by this request only.
             unsafe {
                 blk.queue(
                     slot,
                     kind,
                     block * bs / 512,
-                    base.add(slot * bs as usize),
+                    base.add(buffer * bs as usize),
                     bs as u32,
                 )
             };
@@ -362,12 +376,13 @@ pub fn blk_bench(cmdline: &[u8]) {
             queued = true;
         }
         if queued {
-            blk.kick(old);
+            blk.kick();
         }
         now = rdtsc();
         let mut done = 0u64;
         while let Some((slot, status)) = blk.poll() {
             hist.add(now.saturating_sub(started[slot]));
+            spread.done(slot / virtio_blk::SLOTS);
             done += 1;
             if status != virtio_blk::S_OK {
                 errors += 1;
@@ -421,6 +436,10 @@ pub fn blk_bench(cmdline: &[u8]) {
     l.bytes(b" p99_us=");
     fixed(&mut l, us10(hist.quantile(990)), 1);
     l.bytes(b" errors=").dec(errors);
-    l.bytes(b" sleeps=").dec(sleeps).bytes(b"\n");
+    l.bytes(b" sleeps=").dec(sleeps);
+    if nq > 1 {
+        l.bytes(b" queues=").dec(nq as u64);
+    }
+    l.bytes(b"\n");
     write_com1(l.as_bytes());
 }

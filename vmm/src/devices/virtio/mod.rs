@@ -78,6 +78,8 @@ pub enum VirtioError {
     Mac(String),
     #[error("virtio queue {0} is not valid (size or ring addresses)")]
     BadQueue(usize),
+    #[error("a disk has 1 to {max} queues, not {0}", max = blk::MAX_QUEUES)]
+    QueueCount(u32),
 }
 
 /// The interrupt line of one slot: the status register bits the guest reads

@@ -27,6 +27,7 @@ pub const F_SEG_MAX: u64 = 1 << 2;
 pub const F_RO: u64 = 1 << 5;
 pub const F_BLK_SIZE: u64 = 1 << 6;
 pub const F_FLUSH: u64 = 1 << 9;
+pub const F_MQ: u64 = 1 << 12;
 pub const F_DISCARD: u64 = 1 << 13;
 pub const F_WRITE_ZEROES: u64 = 1 << 14;
 
@@ -45,8 +46,10 @@ pub const S_UNSUPP: u8 = 2;
 
 /// Sector size of the virtio-blk protocol.
 pub const SECTOR: u64 = 512;
-/// Size of the one queue (descriptors).
+/// Size of each queue (descriptors).
 pub const QUEUE_SIZE: u16 = 256;
+/// Most request queues a disk offers (`DiskConfig::num_queues`).
+pub const MAX_QUEUES: u32 = 16;
 /// Data segments per request and bytes per segment the driver may use.
 pub const SEG_MAX: u32 = 126;
 pub const SIZE_MAX: u32 = 1 << 20;
@@ -218,7 +221,8 @@ pub struct Blk {
     settings: BlkSettings,
     id: String,
     direct: DirectMode,
-    sizes: [u16; 1],
+    /// One entry per queue offered (`DiskConfig::num_queues`).
+    sizes: Vec<u16>,
     workers: Vec<(EventFd, JoinHandle<()>)>,
     /// The queues' notifiers (ioeventfds): written to wake a queue thread.
     wakers: Vec<EventFd>,
@@ -228,6 +232,9 @@ impl Blk {
     /// Open the disk of `cfg` (an empty slot without a path); `index` names
     /// it when it has no id.
     pub fn new(cfg: &DiskConfig, index: usize) -> Result<Self, VirtioError> {
+        if !(1..=MAX_QUEUES).contains(&cfg.num_queues) {
+            return Err(VirtioError::QueueCount(cfg.num_queues));
+        }
         let files = match &cfg.path {
             Some(p) => Some(DiskFiles::open(p, cfg.read_only, cfg.direct)?),
             None => None,
@@ -247,7 +254,7 @@ impl Blk {
             },
             id,
             direct: cfg.direct,
-            sizes: [QUEUE_SIZE],
+            sizes: vec![QUEUE_SIZE; cfg.num_queues as usize],
             workers: Vec::new(),
             wakers: Vec::new(),
         })
@@ -280,7 +287,7 @@ impl Blk {
         put(8, &SIZE_MAX.to_le_bytes());
         put(12, &SEG_MAX.to_le_bytes());
         put(20, &(SECTOR as u32).to_le_bytes());
-        put(34, &1u16.to_le_bytes()); // num_queues
+        put(34, &(self.sizes.len() as u16).to_le_bytes()); // num_queues
         put(36, &MAX_DISCARD_SECTORS.to_le_bytes());
         put(40, &1u32.to_le_bytes()); // max_discard_seg
         put(44, &1u32.to_le_bytes()); // discard_sector_alignment
@@ -304,6 +311,9 @@ impl VirtioDevice for Blk {
             | F_SEG_MAX
             | F_BLK_SIZE
             | F_FLUSH;
+        if self.sizes.len() > 1 {
+            f |= F_MQ;
+        }
         if self.settings.read_only {
             f |= F_RO;
         } else {
@@ -316,13 +326,26 @@ impl VirtioDevice for Blk {
         &self.sizes
     }
 
+    /// Queue 0 only: with MQ a driver may use any number of queues from 1.
+    fn required_queues(&self) -> usize {
+        1
+    }
+
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config_space(), offset, data);
     }
 
+    /// One queue thread (own io_uring) per ready queue, named
+    /// `blk-<id>-q<index>`. Without VIRTIO_BLK_F_MQ negotiated only queue
+    /// 0 is served (virtio 1.2, 5.2.2), whatever else the driver readied.
     fn activate(&mut self, a: Activation) -> Result<(), VirtioError> {
         self.reset();
-        for (i, (queue, notifier)) in a.queues.into_iter().zip(a.notifiers).enumerate() {
+        let mq = a.features & F_MQ != 0;
+        let ready = a.indices.into_iter().zip(a.queues).zip(a.notifiers);
+        for ((i, queue), notifier) in ready {
+            if i > 0 && !mq {
+                continue;
+            }
             let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
             self.wakers
                 .push(notifier.try_clone().map_err(VirtioError::EventFd)?);
