@@ -14,6 +14,8 @@
 //!   polls while the guest keeps I/O coming. QEMU gets the same window
 //!   through an iothread's adaptive polling (`poll-max-ns`); 0 turns both
 //!   off.
+//! - `--queues N` (default 1) gives both VMMs' disk N virtio-blk queues
+//!   and the guest spreads its requests over them.
 //! - `--placement auto` (default) runs both VMMs' vCPU off the CPUs that
 //!   take the test disk's interrupts and their I/O threads on them (kiln
 //!   through its config, QEMU by pinning its threads right after spawn);
@@ -63,6 +65,10 @@ pub struct BlkArgs {
     /// activity) and QEMU's iothread `poll-max-ns` (in µs); 0: neither polls.
     #[arg(long, default_value_t = 50)]
     pub poll_us: u32,
+    /// virtio-blk queues (both VMMs); the guest spreads its requests
+    /// round-robin over them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub queues: u32,
     /// `auto`: both VMMs' vCPU runs off the CPUs that take the test disk's
     /// interrupts and their I/O threads on them (see `placement`); `none`:
     /// the scheduler decides. fio is never pinned.
@@ -265,15 +271,18 @@ fn selected(names: &[String]) -> impl Iterator<Item = &'static Case> + '_ {
         .filter(move |c| names.is_empty() || names.iter().any(|n| n == c.name))
 }
 
-fn guest_cmdline(c: &Case, seconds: u64, spin_us: Option<u64>) -> String {
-    let spin = spin_us
+fn guest_cmdline(c: &Case, g: &Setup) -> String {
+    let spin = g
+        .spin_us
         .map(|us| format!(" spin_us={us}"))
         .unwrap_or_default();
     format!(
-        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={seconds}{spin} {} kiln.after=idle",
+        "kiln.mode=blk-bench rw={} bs={} qd={} seconds={}{spin} queues={} {} kiln.after=idle",
         c.rw,
         c.bs,
         c.qd,
+        g.seconds,
+        g.queues,
         crate::tsc::guest_arg()
     )
 }
@@ -285,16 +294,16 @@ struct Setup<'a> {
     seconds: u64,
     spin_us: Option<u64>,
     poll_us: u32,
+    queues: u32,
     placement: Placement,
 }
 
 fn kiln_run(vmm: &Path, scratch: &Scratch, g: &Setup, c: &Case) -> anyhow::Result<Sample> {
-    let (fw, file, seconds, spin_us, poll_us) = (g.fw, g.file, g.seconds, g.spin_us, g.poll_us);
     let cfg = json!({
         "vcpus": 1,
         "memory_mib": 128,
-        "firmware": {"path": fw, "cmdline": guest_cmdline(c, seconds, spin_us)},
-        "disks": [{"path": file, "direct": true, "poll_us": poll_us}],
+        "firmware": {"path": g.fw, "cmdline": guest_cmdline(c, g)},
+        "disks": [{"path": g.file, "direct": true, "poll_us": g.poll_us, "num_queues": g.queues}],
         "console": {"stdout": true},
     });
     let mut cfg = cfg;
@@ -311,7 +320,7 @@ fn kiln_run(vmm: &Path, scratch: &Scratch, g: &Setup, c: &Case) -> anyhow::Resul
     run_guest(
         cmd,
         |pid, tid, name| tid == pid || name.starts_with("vcpu"),
-        seconds,
+        g.seconds,
         &|_| {},
     )
 }
@@ -352,28 +361,29 @@ fn pin_qemu(pid: u32, placement: &Placement) {
 }
 
 fn qemu_run(g: &Setup, c: &Case) -> anyhow::Result<Sample> {
-    let (fw, file, seconds, spin_us, poll_us) = (g.fw, g.file, g.seconds, g.spin_us, g.poll_us);
-    let mut cmd = qemu_microvm(fw, &guest_cmdline(c, seconds, spin_us));
+    let mut cmd = qemu_microvm(g.fw, &guest_cmdline(c, g));
     cmd.arg("-drive").arg(format!(
         "id=d0,file={},format=raw,if=none,aio=io_uring,cache=none",
-        file.display()
+        g.file.display()
     ));
-    if poll_us > 0 {
+    let device = format!("virtio-blk-device,drive=d0,num-queues={}", g.queues);
+    if g.poll_us > 0 {
         // QEMU polls only in iothreads (adaptively, up to poll-max-ns).
         cmd.arg("-object")
             .arg(format!(
                 "iothread,id=io0,poll-max-ns={}",
-                u64::from(poll_us) * 1000
+                u64::from(g.poll_us) * 1000
             ))
-            .args(["-device", "virtio-blk-device,drive=d0,iothread=io0"]);
+            .arg("-device")
+            .arg(format!("{device},iothread=io0"));
     } else {
-        cmd.args(["-device", "virtio-blk-device,drive=d0"]);
+        cmd.arg("-device").arg(device);
     }
     let placement = g.placement.clone();
     run_guest(
         cmd,
         |_, _, name| name.starts_with("CPU "),
-        seconds,
+        g.seconds,
         &move |pid| pin_qemu(pid, &placement),
     )
 }
@@ -514,6 +524,7 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
         seconds: a.seconds,
         spin_us: a.spin_us,
         poll_us: a.poll_us,
+        queues: a.queues,
         placement: match a.placement.as_str() {
             "auto" => crate::placement::for_file(
                 &file,
@@ -603,6 +614,7 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
         "settings",
         json!({
             "kiln_poll_us": a.poll_us,
+            "queues": a.queues,
             "qemu_iothread_poll_max_ns": u64::from(a.poll_us) * 1000,
             "placement": setup.placement.to_json(),
         }),
