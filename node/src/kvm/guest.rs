@@ -113,14 +113,19 @@ pub fn vmm_config(
     files: &BootFiles,
     nics: &[Plugged],
 ) -> Value {
-    let mut disks = vec![json!({"path": dir.join(ROOT_DISK), "id": "root"})];
+    let queues = disk_queues(spec.flavor.vcpus);
+    let mut disks = vec![json!({"path": dir.join(ROOT_DISK), "id": "root", "num_queues": queues})];
     for v in &spec.volumes {
         if let Some(path) = &v.path {
-            disks.push(json!({"path": path, "id": volume_disk_id(&v.volume_id)}));
+            disks.push(
+                json!({"path": path, "id": volume_disk_id(&v.volume_id), "num_queues": queues}),
+            );
         }
     }
     for i in 0..HOTPLUG_SLOTS {
-        disks.push(json!({"path": null, "id": format!("{HOTPLUG_PREFIX}{i}")}));
+        disks.push(
+            json!({"path": null, "id": format!("{HOTPLUG_PREFIX}{i}"), "num_queues": queues}),
+        );
     }
     let nics: Vec<Value> = nics
         .iter()
@@ -146,6 +151,15 @@ pub fn vmm_config(
         }
     }
     cfg
+}
+
+/// Most virtio-blk queues a guest's disk gets: each is a host thread.
+const MAX_DISK_QUEUES: u64 = 4;
+
+/// virtio-blk queues per disk for a guest of `vcpus`: one per vCPU (as
+/// QEMU gives a virtio-blk disk by default), at most `MAX_DISK_QUEUES`.
+fn disk_queues(vcpus: u64) -> u64 {
+    vcpus.clamp(1, MAX_DISK_QUEUES)
 }
 
 /// A volume's virtio-blk id (GET_ID allows 20 bytes: the first 20 of the id).
@@ -227,5 +241,35 @@ mod tests {
         );
         assert_eq!(root_bytes(0), MIN_ROOT_BYTES);
         assert_eq!(root_bytes(2), 2 << 30);
+    }
+
+    #[test]
+    fn every_disk_gets_a_queue_per_vcpu_up_to_four() {
+        for (vcpus, want) in [(0, 1), (1, 1), (2, 2), (4, 4), (16, 4)] {
+            let spec: Spawn = serde_json::from_value(json!({
+                "server_id": "s", "name": "n",
+                "flavor": {"id": "f", "vcpus": vcpus, "ram_mb": 64, "disk_gb": 1,
+                           "ephemeral_gb": 0, "swap_mb": 0},
+                "image": null,
+                "volumes": [{"volume_id": "v", "device": "/dev/vdb", "size_gb": 1,
+                             "path": "/tmp/v.raw"}],
+            }))
+            .unwrap();
+            let boot = Boot::Firmware {
+                cmdline: String::new(),
+                firmware_id: None,
+            };
+            let files = BootFiles {
+                image: "/fw".into(),
+                initrd: None,
+            };
+            let cfg = vmm_config(&spec, Path::new("/d"), &boot, &files, &[]);
+            let disks = cfg["disks"].as_array().unwrap();
+            assert_eq!(disks.len(), 2 + HOTPLUG_SLOTS, "{cfg}");
+            assert!(
+                disks.iter().all(|d| d["num_queues"] == want),
+                "{vcpus} vCPUs: {cfg}"
+            );
+        }
     }
 }
