@@ -14,6 +14,8 @@
 //!   polls while the guest keeps I/O coming. QEMU gets the same window
 //!   through an iothread's adaptive polling (`poll-max-ns`); 0 turns both
 //!   off.
+//! - kiln's guest RAM asks for transparent huge pages (as QEMU's does): a
+//!   128 KiB O_DIRECT read then pins one page instead of 32.
 //! - `--queues N` (default 1) gives both VMMs' disk N virtio-blk queues
 //!   and the guest spreads its requests over them.
 //! - `--placement auto` (default) runs kiln's vCPU off the CPUs that take
@@ -306,9 +308,11 @@ struct Setup<'a> {
 }
 
 fn kiln_run(vmm: &Path, scratch: &Scratch, g: &Setup, c: &Case) -> anyhow::Result<Sample> {
+    // Transparent huge pages for guest RAM, as QEMU asks for its RAM.
     let cfg = json!({
         "vcpus": 1,
         "memory_mib": 128,
+        "transparent_hugepages": true,
         "firmware": {"path": g.fw, "cmdline": guest_cmdline(c, g)},
         "disks": [{"path": g.file, "direct": true, "poll_us": g.poll_us, "num_queues": g.queues}],
         "console": {"stdout": true},
@@ -625,6 +629,7 @@ pub fn run(a: BlkArgs) -> anyhow::Result<()> {
         "settings",
         json!({
             "kiln_poll_us": a.poll_us,
+            "kiln_transparent_hugepages": true,
             "queues": a.queues,
             "qemu_iothread_poll_max_ns": u64::from(a.poll_us) * 1000,
             "placement": setup.placement.to_json(),

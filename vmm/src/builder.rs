@@ -102,7 +102,7 @@ pub fn build(config: &VmConfig) -> Result<Vm, BuildError> {
         .iter()
         .filter_map(|n| cpuid::feature(n))
         .collect();
-    let mem = memory::create(config.memory_mib, config.hugepages)?;
+    let mem = memory::create(config.memory_mib, config.memory_backing())?;
     let vm_fd = Arc::new(vm::create(&kvm, &mem)?);
     trace("vm created");
     let Prepared {

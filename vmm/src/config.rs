@@ -48,6 +48,8 @@ pub enum ConfigError {
     DiskQueues(u32),
     #[error("disk poll_us must be at most 1000, got {0}")]
     DiskPoll(u32),
+    #[error("hugepages and transparent_hugepages exclude each other")]
+    HugePageKinds,
     #[error("vcpu_affinity has {0} entries for {1} vCPUs")]
     AffinityLength(usize, u32),
     #[error("{what}: a CPU set must not be empty")]
@@ -225,6 +227,10 @@ pub struct VmConfig {
     pub memory_mib: u64,
     #[serde(default)]
     pub hugepages: bool,
+    /// Ask for transparent huge pages for guest RAM (see
+    /// `memory::create` for what they cost and buy).
+    #[serde(default)]
+    pub transparent_hugepages: bool,
     #[serde(default)]
     pub kernel: Option<KernelConfig>,
     #[serde(default)]
@@ -298,6 +304,15 @@ pub struct BootSource {
 }
 
 impl VmConfig {
+    /// How guest RAM is backed.
+    pub fn memory_backing(&self) -> crate::memory::Backing {
+        match (self.hugepages, self.transparent_hugepages) {
+            (true, _) => crate::memory::Backing::HugeTlb,
+            (false, true) => crate::memory::Backing::Transparent,
+            (false, false) => crate::memory::Backing::Small,
+        }
+    }
+
     /// Read and parse a config file (no validation).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read(path).map_err(|source| ConfigError::Read {
@@ -318,6 +333,9 @@ impl VmConfig {
         }
         if self.disks.len() > crate::devices::virtio::MAX_SLOTS {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        if self.hugepages && self.transparent_hugepages {
+            return Err(ConfigError::HugePageKinds);
         }
         if self.vcpu_affinity.len() > self.vcpus as usize {
             return Err(ConfigError::AffinityLength(
@@ -507,6 +525,12 @@ mod tests {
                 r#"{"firmware": {"path": "/bin/sh"}, "disks": [{"path": "/bin/sh", "poll_us": 5000}]}"#
             ),
             Err(ConfigError::DiskPoll(5000))
+        ));
+        assert!(matches!(
+            v(
+                r#"{"firmware": {"path": "/bin/sh"}, "hugepages": true, "transparent_hugepages": true}"#
+            ),
+            Err(ConfigError::HugePageKinds)
         ));
         assert!(matches!(
             v(r#"{"firmware": {"path": "/bin/sh"}, "vcpu_affinity": [[0], [0]]}"#),

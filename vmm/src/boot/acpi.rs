@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn tables_are_written_and_linked() {
-        let mem = crate::memory::create(16, false).unwrap();
+        let mem = crate::memory::create(16, crate::memory::Backing::Small).unwrap();
         let rsdp = write(&mem, 2).unwrap();
         let mut sig = [0u8; 8];
         mem.read_slice(&mut sig, GuestAddress(rsdp)).unwrap();

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn e820_covers_low_and_high_ram() {
-        let mem = crate::memory::create(4 * 1024, false).unwrap();
+        let mem = crate::memory::create(4 * 1024, crate::memory::Backing::Small).unwrap();
         let m = e820(&mem);
         assert_eq!(m[0], (0, EBDA, E820_RAM));
         assert_eq!(m[2], (HIMEM, crate::layout::MMIO_START - HIMEM, E820_RAM));
