@@ -11,6 +11,7 @@
 pub mod blk;
 pub mod mmio;
 pub mod net;
+pub mod threads;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -11,10 +11,10 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
+use super::threads::DeviceThreads;
 use super::{
     read_config_bytes, Activation, VirtioDevice, VirtioError, F_RING_EVENT_IDX,
     F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_BLOCK,
@@ -223,7 +223,7 @@ pub struct Blk {
     direct: DirectMode,
     /// One entry per queue offered (`DiskConfig::num_queues`).
     sizes: Vec<u16>,
-    workers: Vec<(EventFd, JoinHandle<()>)>,
+    workers: DeviceThreads,
     /// The queues' notifiers (ioeventfds): written to wake a queue thread.
     wakers: Vec<EventFd>,
 }
@@ -255,7 +255,7 @@ impl Blk {
             id,
             direct: cfg.direct,
             sizes: vec![QUEUE_SIZE; cfg.num_queues as usize],
-            workers: Vec::new(),
+            workers: DeviceThreads::default(),
             wakers: Vec::new(),
         })
     }
@@ -346,33 +346,23 @@ impl VirtioDevice for Blk {
             if i > 0 && !mq {
                 continue;
             }
-            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
             self.wakers
                 .push(notifier.try_clone().map_err(VirtioError::EventFd)?);
-            let w = worker::QueueWorker::new(
-                a.mem.clone(),
-                queue,
-                notifier,
-                stop.try_clone().map_err(VirtioError::EventFd)?,
-                a.interrupt.clone(),
-                self.disk.clone(),
-                self.settings.clone(),
-            )?;
-            let handle = std::thread::Builder::new()
-                .name(format!("blk-{}-q{i}", self.id))
-                .stack_size(256 * 1024)
-                .spawn(move || w.run())
-                .map_err(VirtioError::Thread)?;
-            self.workers.push((stop, handle));
+            let (mem, interrupt) = (a.mem.clone(), a.interrupt.clone());
+            let (disk, settings) = (self.disk.clone(), self.settings.clone());
+            self.workers
+                .spawn(format!("blk-{}-q{i}", self.id), |stop| {
+                    let w = worker::QueueWorker::new(
+                        mem, queue, notifier, stop, interrupt, disk, settings,
+                    )?;
+                    Ok(move || w.run())
+                })?;
         }
         Ok(())
     }
 
     fn reset(&mut self) {
-        for (stop, handle) in self.workers.drain(..) {
-            let _ = stop.write(1);
-            let _ = handle.join();
-        }
+        self.workers.stop_all();
         self.wakers.clear();
     }
 

@@ -29,11 +29,11 @@ pub mod worker;
 use std::fs::File;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::threads::DeviceThreads;
 use super::{
     read_config_bytes, Activation, VirtioDevice, VirtioError, F_RING_EVENT_IDX,
     F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_NET,
@@ -87,8 +87,8 @@ pub struct Net {
     id: String,
     /// rx0, tx0 (, rx1, tx1, …, ctrl with multi-queue).
     sizes: Vec<u16>,
-    /// Pair workers and the control queue's thread, with their stop eventfds.
-    threads: Vec<(EventFd, JoinHandle<()>)>,
+    /// Pair workers and the control queue's thread.
+    threads: DeviceThreads,
 }
 
 impl Net {
@@ -117,7 +117,7 @@ impl Net {
             mac,
             id: cfg.id.clone().unwrap_or_else(|| format!("nic{index}")),
             sizes,
-            threads: Vec::new(),
+            threads: DeviceThreads::default(),
         })
     }
 
@@ -265,22 +265,16 @@ impl VirtioDevice for Net {
                 switch,
             };
             let tap = self.taps[p].try_clone().map_err(VirtioError::EventFd)?;
-            let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
-            let stop_fd = stop.try_clone().map_err(VirtioError::EventFd)?;
-            let w = worker::NetWorker::new(
-                a.mem.clone(),
-                a.interrupt.clone(),
-                queues,
-                tap,
-                stop_fd,
-                mergeable,
-                rx_need,
-            )?;
+            let (mem, interrupt) = (a.mem.clone(), a.interrupt.clone());
             let name = match multi {
                 true => format!("net-{}-p{p}", self.id),
                 false => format!("net-{}", self.id),
             };
-            self.spawn(name, stop, move || w.run())?;
+            self.threads.spawn(name, |stop| {
+                let w =
+                    worker::NetWorker::new(mem, interrupt, queues, tap, stop, mergeable, rx_need)?;
+                Ok(move || w.run())
+            })?;
         }
         if multi {
             let taps = self
@@ -297,43 +291,26 @@ impl VirtioDevice for Net {
             // Pair 0 only: detach the others' TAP queues until asked.
             pairs.set_enabled(1);
             if let Some((queue, notify)) = ctrl {
-                let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(VirtioError::EventFd)?;
-                let w = ctrl::CtrlWorker {
-                    mem: a.mem.clone(),
-                    queue,
-                    notify,
-                    stop: stop.try_clone().map_err(VirtioError::EventFd)?,
-                    interrupt: a.interrupt.clone(),
-                    pairs,
-                };
-                self.spawn(format!("net-{}-ctrl", self.id), stop, move || w.run())?;
+                let (mem, interrupt) = (a.mem.clone(), a.interrupt.clone());
+                self.threads
+                    .spawn(format!("net-{}-ctrl", self.id), |stop| {
+                        let w = ctrl::CtrlWorker {
+                            mem,
+                            queue,
+                            notify,
+                            stop,
+                            interrupt,
+                            pairs,
+                        };
+                        Ok(move || w.run())
+                    })?;
             }
         }
         Ok(())
     }
 
     fn reset(&mut self) {
-        for (stop, handle) in self.threads.drain(..) {
-            let _ = stop.write(1);
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Net {
-    fn spawn(
-        &mut self,
-        name: String,
-        stop: EventFd,
-        f: impl FnOnce() + Send + 'static,
-    ) -> Result<(), VirtioError> {
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .stack_size(256 * 1024)
-            .spawn(f)
-            .map_err(VirtioError::Thread)?;
-        self.threads.push((stop, handle));
-        Ok(())
+        self.threads.stop_all();
     }
 }
 
