@@ -181,6 +181,21 @@ fn parse_line(line: &str) -> anyhow::Result<(Sample, u64, u64)> {
     ))
 }
 
+/// The threads of `pid`: (thread id, name, its /proc directory).
+fn threads(pid: u32) -> Vec<(u32, String, PathBuf)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid = t.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            Some((tid, comm.trim().to_string(), t.path()))
+        })
+        .collect()
+}
+
 /// CPU seconds (user + system) of `pid`'s threads that `skip` (given the
 /// thread id and name) does not leave out.
 fn thread_cpu_secs(pid: u32, skip: &dyn Fn(u32, &str) -> bool) -> f64 {
@@ -189,21 +204,12 @@ fn thread_cpu_secs(pid: u32, skip: &dyn Fn(u32, &str) -> bool) -> f64 {
         n if n > 0 => n as f64,
         _ => 100.0,
     };
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
     let mut ticks = 0u64;
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let tid = t
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        if skip(tid, comm.trim()) {
+    for (tid, name, dir) in threads(pid) {
+        if skip(tid, &name) {
             continue;
         }
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
         // Fields after the ")" that closes comm: state is field 3, utime 14, stime 15.
         if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
             let f: Vec<&str> = rest.split_whitespace().collect();
@@ -346,20 +352,10 @@ fn pin_qemu(pid: u32, placement: &Placement) {
     };
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let threads: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|t| {
-                        let tid = t.file_name().to_str()?.parse().ok()?;
-                        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-                        Some((tid, comm.trim().to_string()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let has_vcpu = threads.iter().any(|(_, n)| n.starts_with("CPU "));
+        let threads = threads(pid);
+        let has_vcpu = threads.iter().any(|(_, n, _)| n.starts_with("CPU "));
         if has_vcpu || Instant::now() > deadline {
-            for (tid, name) in threads {
+            for (tid, name, _) in threads {
                 let set = if name.starts_with("CPU ") { vcpu } else { io };
                 if let Err(e) = kiln_vmm::affinity::pin_thread(tid as libc::pid_t, set) {
                     eprintln!("kiln-bench: cannot pin QEMU thread {name}: {e}");
