@@ -81,6 +81,8 @@ pub enum VirtioError {
     BadQueue(usize),
     #[error("a disk has 1 to {max} queues, not {0}", max = blk::MAX_QUEUES)]
     QueueCount(u32),
+    #[error("a NIC has 1 to {max} queue pairs, not {0}", max = net::MAX_PAIRS)]
+    PairCount(u16),
 }
 
 /// The interrupt line of one slot: the status register bits the guest reads

@@ -94,7 +94,10 @@ pub struct Net {
 impl Net {
     /// Open (or create) the TAP of `cfg`; `index` names the NIC when it has no id.
     pub fn new(cfg: &NicConfig, index: usize) -> Result<Self, VirtioError> {
-        let pairs = cfg.queue_pairs.clamp(1, MAX_PAIRS);
+        let pairs = cfg.queue_pairs;
+        if !(1..=MAX_PAIRS).contains(&pairs) {
+            return Err(VirtioError::PairCount(pairs));
+        }
         let taps = (0..pairs)
             .map(|_| tap::open(&cfg.tap, pairs > 1))
             .collect::<Result<Vec<_>, _>>()
@@ -336,5 +339,19 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:ab:cd:zz"), None);
         assert_eq!(parse_mac("01:00:5e:00:00:01"), None, "multicast");
         assert_eq!(default_mac(3)[0] & 1, 0);
+    }
+
+    #[test]
+    fn out_of_range_queue_pairs_are_refused_before_any_tap_opens() {
+        for bad in [0, MAX_PAIRS + 1] {
+            let cfg = NicConfig {
+                // An invalid name: reaching tap::open would fail differently.
+                tap: String::new(),
+                mac: None,
+                id: None,
+                queue_pairs: bad,
+            };
+            assert!(matches!(Net::new(&cfg, 0), Err(VirtioError::PairCount(n)) if n == bad));
+        }
     }
 }

@@ -32,6 +32,19 @@ struct IfReq {
     _pad: [u8; 22],
 }
 
+impl IfReq {
+    /// An ifreq naming `name` (already checked to fit) with `flags`.
+    fn new(name: &str, flags: libc::c_short) -> Self {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        req
+    }
+}
+
 /// Open the TAP `name` (created when missing) for one queue; `multi_queue`
 /// opens one queue of a multi-queue TAP (every queue of such a TAP must be).
 pub fn open(name: &str, multi_queue: bool) -> io::Result<File> {
@@ -46,12 +59,8 @@ pub fn open(name: &str, multi_queue: bool) -> io::Result<File> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/net/tun")?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | if multi_queue { IFF_MULTI_QUEUE } else { 0 },
-        _pad: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    let mq = if multi_queue { IFF_MULTI_QUEUE } else { 0 };
+    let mut req = IfReq::new(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | mq);
     // SAFETY: TUNSETIFF reads (and may update) one ifreq, which outlives the call.
     if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
         return Err(io::Error::last_os_error());
@@ -68,15 +77,13 @@ pub fn open(name: &str, multi_queue: bool) -> io::Result<File> {
 /// and takes frames from it) or detach it (the kernel skips it; reads and
 /// writes on it fail with EBADFD until it is attached again).
 pub fn set_queue(f: &File, attach: bool) -> io::Result<()> {
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: if attach {
-            IFF_ATTACH_QUEUE
-        } else {
-            IFF_DETACH_QUEUE
-        },
-        _pad: [0; 22],
+    // TUNSETQUEUE looks only at the flags; the queue is the fd's.
+    let flags = if attach {
+        IFF_ATTACH_QUEUE
+    } else {
+        IFF_DETACH_QUEUE
     };
+    let mut req = IfReq::new("", flags);
     // SAFETY: TUNSETQUEUE reads one ifreq, which outlives the call.
     if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETQUEUE, &mut req as *mut IfReq) } < 0 {
         return Err(io::Error::last_os_error());
