@@ -266,6 +266,49 @@ async fn flavors_default_manage_specs_access() {
         )
         .await;
     assert_fault(s, &v, 403, "forbidden");
+    // From 2.86 known specs are validated: hw:vif_multiqueue_enabled is a
+    // boolean (accepted as given before).
+    let mq = |v: &str| json!({"extra_specs": {"hw:vif_multiqueue_enabled": v}});
+    let specs = format!("{C}/flavors/k1/os-extra_specs");
+    let (s, v) = cloud
+        .at_version(
+            "compute 2.85",
+            Method::POST,
+            &specs,
+            &admin,
+            Some(mq("maybe")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = cloud
+        .at_version(
+            "compute 2.86",
+            Method::POST,
+            &specs,
+            &admin,
+            Some(mq("maybe")),
+        )
+        .await;
+    assert_fault(s, &v, 400, "badRequest");
+    let one = format!("{specs}/hw:vif_multiqueue_enabled");
+    let body = json!({"hw:vif_multiqueue_enabled": "2"});
+    let (s, v) = cloud
+        .at_version("compute 2.86", Method::PUT, &one, &admin, Some(body))
+        .await;
+    assert_fault(s, &v, 400, "badRequest");
+    let (s, v) = cloud
+        .at_version(
+            "compute 2.86",
+            Method::POST,
+            &specs,
+            &admin,
+            Some(mq("True")),
+        )
+        .await;
+    assert_eq!(
+        (s, v["extra_specs"]["hw:vif_multiqueue_enabled"].clone()),
+        (StatusCode::OK, json!("True"))
+    );
     let (_, _, v) = cloud
         .call(
             Method::PUT,

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use kiln_netdp::link::tap::TapConfig;
 use kiln_netdp::link::{
-    converge, names, Change, LinkError, Links, NetworkLinks, PortFlags, PortLinks, VxlanLinks,
+    converge, names, Change, LinkError, LinkKind, Links, NetworkLinks, PortFlags, PortLinks,
+    VxlanLinks,
 };
 use link_support::{can_run, namespace};
 
@@ -222,4 +223,44 @@ async fn a_broken_network_does_not_hold_back_the_others() {
         kiln_netdp::link::block_on(async {}),
         Err(LinkError::InsideRuntime)
     ));
+}
+
+#[tokio::test]
+async fn an_adopted_tap_of_the_wrong_queue_mode_is_replaced_only_once_released() {
+    if !can_run("an_adopted_tap_of_the_wrong_queue_mode_is_replaced_only_once_released") {
+        return;
+    }
+    let ns = namespace().await;
+    let links = Links::open_in(ns.name()).unwrap();
+    let tap = names::tap(PORT1);
+    let adopting = |queues| {
+        let mut p = port(PORT1, queues, PortFlags::default());
+        p.adopt_existing = true;
+        desired(vec![p])
+    };
+    let multi_queue = |l: &kiln_netdp::link::LinkState| match &l.kind {
+        LinkKind::Tun(t) => (t.multi_queue, t.queues),
+        other => panic!("{tap} is a {other:?}"),
+    };
+    converge(&links, &adopting(2)).await.unwrap();
+    let state = links.require(&tap).await.unwrap();
+    assert_eq!(multi_queue(&state), (true, 0));
+
+    // A VMM holds two queues: a single-queue port does not tear it down.
+    let held = links
+        .create_tap(&port(PORT1, 2, PortFlags::default()).tap_config())
+        .unwrap();
+    assert_eq!(multi_queue(&links.require(&tap).await.unwrap()), (true, 2));
+    let kept = converge(&links, &adopting(1)).await.unwrap();
+    assert!(!kept.contains(&Change::Replace(tap.clone())), "{kept:?}");
+    assert_eq!(multi_queue(&links.require(&tap).await.unwrap()), (true, 2));
+
+    // Released, it is replaced by a single-queue TAP.
+    drop(held);
+    let re = converge(&links, &adopting(1)).await.unwrap();
+    assert!(re.contains(&Change::Replace(tap.clone())), "{re:?}");
+    assert!(re.contains(&Change::CreateTap(tap.clone())), "{re:?}");
+    assert_eq!(multi_queue(&links.require(&tap).await.unwrap()), (false, 0));
+    assert_eq!(converge(&links, &adopting(1)).await.unwrap(), vec![]);
+    converge(&links, &[]).await.unwrap();
 }

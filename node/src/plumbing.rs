@@ -16,10 +16,13 @@ use crate::driver::DriverFuture;
 pub struct Plugged {
     pub port_id: String,
     /// The host-side TAP (persistent, `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`,
-    /// single queue) that `kiln-vmm` opens by name.
+    /// plus `IFF_MULTI_QUEUE` when `queues` > 1) that `kiln-vmm` opens by name.
     pub ifname: String,
     /// The guest's MAC, as Neutron allocated it.
     pub mac: String,
+    /// Queue pairs kiln-vmm must open the TAP with (the TAP is multi-queue
+    /// exactly when this is more than one).
+    pub queues: u16,
 }
 
 pub trait Plumbing: Send + Sync + 'static {

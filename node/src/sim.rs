@@ -476,6 +476,7 @@ mod tests {
             network_id: "n".into(),
             mac: "fa:16:3e:00:00:02".into(),
             ips: vec![],
+            queues: 1,
         };
         d.act("s1", &Action::AttachPort { port }).await.unwrap();
         d.act(

@@ -19,76 +19,11 @@ mod support;
 use std::time::Duration;
 
 use kiln_netdp::link::names;
-use serde_json::Value;
-use support::{
-    alive, field, in_ns, kvm_usable, missing_root_or_tools, must, pids_under, run, wait_until,
-    workspace_root, Cloud, Reaper, ScratchDir,
-};
+use support::hostnet::{ping, plug_probe, port_ip, KvmCloud};
+use support::{alive, field, in_ns, must, pids_under, run, wait_until};
 
 /// The all-in-one's node (its id and host name, `--node-id`).
 const NODE: &str = "kvm-net-node";
-
-fn skip_reason() -> Option<String> {
-    if !kvm_usable() {
-        return Some("needs a usable /dev/kvm".into());
-    }
-    missing_root_or_tools(&[
-        ("ip", "-V", "iproute2"),
-        ("ping", "-V", "iputils-ping"),
-        ("nft", "-v", "nftables"),
-    ])
-}
-
-/// What the test and the node created on the host, removed on drop: the
-/// probe namespace, and the links and namespace the node derives from the
-/// test's network and ports (left only if the test failed half-way).
-struct HostLeftovers {
-    namespaces: Vec<String>,
-    links: Vec<String>,
-    /// Whether the node's nf_tables tables were absent when the test began
-    /// (then they are the test's to remove).
-    tables: bool,
-}
-
-impl Drop for HostLeftovers {
-    fn drop(&mut self) {
-        for l in &self.links {
-            let _ = run(&["ip", "link", "del", l]);
-        }
-        for ns in &self.namespaces {
-            let _ = run(&["ip", "netns", "del", ns]);
-        }
-        // The node's tables go when its last port goes; after a failure
-        // half-way they may still be there.
-        if self.tables {
-            for family in ["inet", "bridge"] {
-                let _ = run(&[
-                    "nft",
-                    "delete",
-                    "table",
-                    family,
-                    kiln_netdp::secgroup::layout::TABLE,
-                ]);
-            }
-        }
-    }
-}
-
-/// The first IPv4 address of a port as the CLI shows it.
-fn port_ip(port: &Value) -> String {
-    let ips = &port["fixed_ips"];
-    let first = ips
-        .as_array()
-        .and_then(|a| a.first())
-        .unwrap_or_else(|| panic!("port has no fixed IP: {port}"));
-    field(first, "ip_address")
-}
-
-fn ping(ns: &str, to: &str) -> bool {
-    in_ns(ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", to])
-        .status
-        .success()
-}
 
 fn tcp_answers(ns: &str, to: &str, port: u16) -> bool {
     // bash's /dev/tcp keeps the test free of an extra package.
@@ -108,43 +43,12 @@ fn tcp_answers(ns: &str, to: &str, port: u16) -> bool {
 
 #[test]
 fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
-    if let Some(why) = skip_reason() {
-        eprintln!("skipping: {why}");
+    let Some(mut kc) = KvmCloud::start("kvm-net", NODE) else {
         return;
-    }
-    let firmware = workspace_root().join("target/release/kiln-firmware");
-    assert!(
-        firmware.is_file(),
-        "build it first: cargo build --release -p kiln-vmm && cargo firmware"
-    );
-    let dir = ScratchDir::new("kvm-net");
-    let _reaper = Reaper(dir.0.clone());
-    let tables_before = run(&["nft", "list", "tables"]).stdout;
-    let mut host = HostLeftovers {
-        namespaces: Vec::new(),
-        links: Vec::new(),
-        tables: !String::from_utf8_lossy(&tables_before).contains(" kiln"),
     };
-    let cloud = Cloud::start(&dir.0, &["--driver", "kvm", "--node-id", NODE]);
+    let net_id = kc.network("tn", "10.93.0.0/24");
+    let (cloud, host, dir) = (&kc.cloud, &mut kc.host, &kc.dir);
     let admin = |args: &[&str]| cloud.admin(args);
-    cloud.upload_image(&firmware, "fw", &["kiln_firmware=true"]);
-    let net = admin(&["network", "create", "tn", "-f", "json"]).json();
-    let net_id = field(&net, "id");
-    host.links.push(names::bridge(&net_id));
-    host.namespaces.push(kiln_node::net::dhcpns::ns_name(
-        &kiln_node::net::dhcpns::node_tag(NODE),
-        &net_id,
-    ));
-    admin(&[
-        "subnet",
-        "create",
-        "--network",
-        "tn",
-        "--subnet-range",
-        "10.93.0.0/24",
-        "ts",
-    ])
-    .ok();
     admin(&["security", "group", "create", "tsg"]).ok();
     let icmp = admin(&[
         "security",
@@ -207,52 +111,15 @@ fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
             .contains(&leased)
     });
 
-    // A probe namespace plugged into the network as a Neutron port bound to
-    // this node: a veth whose host end carries the port's TAP name. The port
-    // is bound only once the veth exists, or the node would make a TAP first.
-    let probe = admin(&[
-        "port",
-        "create",
-        "--network",
+    let probe = plug_probe(
+        cloud,
+        host,
         "tn",
-        "--device-owner",
-        "compute:probe",
-        "-f",
-        "json",
+        NODE,
         "probe",
-    ])
-    .json();
-    let probe_id = field(&probe, "id");
-    let probe_ip = port_ip(&probe);
-    let probe_tap = names::tap(&probe_id);
-    host.links.push(probe_tap.clone());
-    let ns = format!("kvmnet-{}", std::process::id());
-    must(&["ip", "netns", "add", &ns]);
-    host.namespaces.push(ns.clone());
-    must(&[
-        "ip", "link", "add", &probe_tap, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-    ]);
-    let probe_mac = field(&probe, "mac_address");
-    must(&[
-        "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "address", &probe_mac,
-    ]);
-    must(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{probe_ip}/24"),
-        "dev",
-        "eth0",
-    ]);
-    must(&[
-        "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
-    ]);
-    must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-    admin(&["port", "set", "--host", NODE, &probe_id]).ok();
+        &format!("kvmnet-{}", std::process::id()),
+    );
+    let (ns, probe_id) = (probe.ns.clone(), probe.port_id.clone());
 
     // ICMP allowed: the guest answers. TCP 22 allowed: SYN-ACK.
     wait_until("ping to the guest", 30, || ping(&ns, &vm_ip));

@@ -209,6 +209,7 @@ fn spawn_of(server: &str, port: &Value, project: &str) -> Spawn {
             network_id: port["network_id"].as_str().unwrap().to_string(),
             mac: port["mac_address"].as_str().unwrap().to_string(),
             ips,
+            queues: 1,
         }],
         volumes: vec![],
         user_data: Some(

@@ -7,6 +7,7 @@
 pub mod flavors;
 pub mod keypairs;
 pub mod model;
+pub mod multiqueue;
 pub mod nodes;
 pub mod quotas;
 pub mod server_groups;

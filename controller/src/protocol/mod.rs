@@ -234,6 +234,15 @@ pub struct PortSpec {
     pub network_id: String,
     pub mac: String,
     pub ips: Vec<String>,
+    /// virtio-net queue pairs (more than one: a multi-queue TAP and NIC);
+    /// 1 when an older peer leaves it out.
+    #[serde(default = "one_queue")]
+    pub queues: u16,
+}
+
+/// The queue count of a NIC nothing asked more of.
+pub fn one_queue() -> u16 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -416,6 +425,7 @@ mod tests {
                 network_id: "n".into(),
                 mac: "fa:16:3e:00:00:01".into(),
                 ips: vec!["10.0.0.3".into()],
+                queues: 2,
             }],
             volumes: vec![],
             user_data: Some("aGk=".into()),
@@ -450,6 +460,12 @@ mod tests {
             );
             assert_eq!(serde_json::from_str::<Action>(&text).unwrap(), a);
         }
+        // An older controller's port (no queues) is single-queue.
+        let old_port = r#"{"port_id":"p","network_id":"n","mac":"m","ips":[]}"#;
+        assert_eq!(
+            serde_json::from_str::<PortSpec>(old_port).unwrap().queues,
+            1
+        );
         // An older peer's report (no subject) still reads.
         let old = r#"{"server_id":"s","vm_state":"active","power_state":"running","at":1}"#;
         assert_eq!(

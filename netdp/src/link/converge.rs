@@ -62,7 +62,8 @@ pub struct PortLinks {
     pub flags: PortFlags,
     /// Keep an existing link of this name whatever its kind (e.g. a veth a
     /// test plugged in as the port) instead of replacing it with a TAP; a TAP
-    /// is still created when no link has the name.
+    /// is still created when no link has the name, and a TAP with other flags
+    /// that no process holds a queue of is still replaced.
     pub adopt_existing: bool,
 }
 
@@ -257,7 +258,7 @@ async fn converge_network(
     // Guest ports.
     for port in &net.ports {
         if let Some(cur) = links.get(&port.tap).await? {
-            if !port.adopt_existing && !tap_matches(&cur.kind, port) {
+            if must_replace(&cur.kind, port) {
                 links.delete(&port.tap).await?;
                 changes.push(Change::Replace(port.tap.clone()));
             }
@@ -270,6 +271,20 @@ async fn converge_network(
         converge_port(links, &state, net, br.index, port.flags, changes).await?;
     }
     Ok(())
+}
+
+/// Whether an existing link of `port`'s name must make way for a new TAP:
+/// any link that does not fit; with `adopt_existing`, only a TAP with other
+/// flags (e.g. single- vs multi-queue) that no process has a queue of — a
+/// TAP a guest holds is never torn down under it.
+fn must_replace(kind: &LinkKind, port: &PortLinks) -> bool {
+    if tap_matches(kind, port) {
+        return false;
+    }
+    if !port.adopt_existing {
+        return true;
+    }
+    matches!(kind, LinkKind::Tun(t) if t.queues == 0)
 }
 
 /// Whether an existing link can serve as `port`'s TAP: a TAP with the flags a
@@ -436,6 +451,33 @@ mod tests {
                 adopt_existing: false,
             }],
         }
+    }
+
+    #[test]
+    fn an_adopted_tap_of_the_wrong_queue_mode_is_replaced_only_when_unused() {
+        use super::super::state::TunState;
+        let mut port = net().ports.remove(0);
+        port.queues = 2;
+        let tap = |multi_queue, queues| {
+            LinkKind::Tun(TunState {
+                tap: true,
+                vnet_hdr: true,
+                multi_queue,
+                persist: true,
+                queues,
+                ..TunState::default()
+            })
+        };
+        port.adopt_existing = true;
+        assert!(!must_replace(&tap(true, 0), &port));
+        assert!(must_replace(&tap(false, 0), &port));
+        assert!(!must_replace(&tap(false, 1), &port), "a guest holds it");
+        assert!(!must_replace(&LinkKind::Veth, &port));
+        port.adopt_existing = false;
+        assert!(must_replace(&tap(false, 1), &port));
+        assert!(must_replace(&LinkKind::Veth, &port));
+        port.queues = 1;
+        assert!(!must_replace(&tap(false, 3), &port));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a server boots as: the kiln-vmm configuration (`vmm.json`) built from
 //! the spawn spec — the boot source chosen from the image's properties, vCPUs
 //! and RAM from the flavor, the root disk and volumes as virtio-blk, the
-//! plugged ports as virtio-net.
+//! plugged ports as virtio-net (with the queue pairs their TAPs were made for).
 
 use std::path::{Path, PathBuf};
 
@@ -129,7 +129,7 @@ pub fn vmm_config(
     }
     let nics: Vec<Value> = nics
         .iter()
-        .map(|p| json!({"tap": p.ifname, "mac": p.mac}))
+        .map(|p| json!({"tap": p.ifname, "mac": p.mac, "queue_pairs": p.queues.max(1)}))
         .collect();
     let mut cfg = json!({
         "vcpus": spec.flavor.vcpus.max(1),
@@ -243,27 +243,61 @@ mod tests {
         assert_eq!(root_bytes(2), 2 << 30);
     }
 
+    /// The configuration of a firmware guest for spawn spec `spec` (JSON).
+    fn firmware_config(spec: Value, nics: &[Plugged]) -> Value {
+        let spec: Spawn = serde_json::from_value(spec).unwrap();
+        let boot = Boot::Firmware {
+            cmdline: String::new(),
+            firmware_id: None,
+        };
+        let files = BootFiles {
+            image: "/fw".into(),
+            initrd: None,
+        };
+        vmm_config(&spec, Path::new("/d"), &boot, &files, nics)
+    }
+
+    #[test]
+    fn each_nic_gets_the_queue_pairs_its_tap_was_made_for() {
+        let nic = |id: &str, queues| Plugged {
+            port_id: id.into(),
+            ifname: format!("ktap-{id}"),
+            mac: "fa:16:3e:00:00:01".into(),
+            queues,
+        };
+        let cfg = firmware_config(
+            json!({
+                "server_id": "s", "name": "n",
+                "flavor": {"id": "f", "vcpus": 2, "ram_mb": 64, "disk_gb": 1,
+                           "ephemeral_gb": 0, "swap_mb": 0},
+                "image": null,
+            }),
+            &[nic("a", 2), nic("b", 1), nic("c", 0)],
+        );
+        let pairs: Vec<&Value> = cfg["nics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| &n["queue_pairs"])
+            .collect();
+        assert_eq!(pairs, [&json!(2), &json!(1), &json!(1)], "{cfg}");
+        assert_eq!(cfg["nics"][0]["tap"], "ktap-a");
+    }
+
     #[test]
     fn every_disk_gets_a_queue_per_vcpu_up_to_four() {
         for (vcpus, want) in [(0, 1), (1, 1), (2, 2), (4, 4), (16, 4)] {
-            let spec: Spawn = serde_json::from_value(json!({
-                "server_id": "s", "name": "n",
-                "flavor": {"id": "f", "vcpus": vcpus, "ram_mb": 64, "disk_gb": 1,
-                           "ephemeral_gb": 0, "swap_mb": 0},
-                "image": null,
-                "volumes": [{"volume_id": "v", "device": "/dev/vdb", "size_gb": 1,
-                             "path": "/tmp/v.raw"}],
-            }))
-            .unwrap();
-            let boot = Boot::Firmware {
-                cmdline: String::new(),
-                firmware_id: None,
-            };
-            let files = BootFiles {
-                image: "/fw".into(),
-                initrd: None,
-            };
-            let cfg = vmm_config(&spec, Path::new("/d"), &boot, &files, &[]);
+            let cfg = firmware_config(
+                json!({
+                    "server_id": "s", "name": "n",
+                    "flavor": {"id": "f", "vcpus": vcpus, "ram_mb": 64, "disk_gb": 1,
+                               "ephemeral_gb": 0, "swap_mb": 0},
+                    "image": null,
+                    "volumes": [{"volume_id": "v", "device": "/dev/vdb", "size_gb": 1,
+                                 "path": "/tmp/v.raw"}],
+                }),
+                &[],
+            );
             let disks = cfg["disks"].as_array().unwrap();
             assert_eq!(disks.len(), 2 + HOTPLUG_SLOTS, "{cfg}");
             assert!(

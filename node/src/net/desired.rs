@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+use kiln_controller::compute::multiqueue::MAX_QUEUE_PAIRS;
 use kiln_netdp::link::{names, NetworkLinks, PortFlags, PortLinks, VxlanLinks};
 use kiln_netdp::model as m;
 use serde::Deserialize;
@@ -103,6 +104,10 @@ pub struct Port {
     pub security_groups: Vec<String>,
     #[serde(default)]
     pub status: String,
+    /// virtio-net queue pairs of the guest's NIC (more than one: the TAP is
+    /// multi-queue); 1 when the controller leaves it out.
+    #[serde(default = "kiln_controller::protocol::one_queue")]
+    pub queues: u16,
 }
 
 fn yes() -> bool {
@@ -283,6 +288,12 @@ pub fn security_model(d: &Desired) -> m::Model {
     model
 }
 
+/// The TAP queues of a port asking for `queues` pairs: 1..=[`MAX_QUEUE_PAIRS`],
+/// the same clamp [`crate::kvm::guest::vmm_config`] gives kiln-vmm.
+pub fn tap_queues(queues: u16) -> u16 {
+    queues.clamp(1, MAX_QUEUE_PAIRS)
+}
+
 /// The links of every active network: bridge, VXLAN when other nodes carry
 /// it (local address `tunnel`), and one interface per guest port.
 pub fn network_links(d: &Desired, tunnel: Option<Ipv4Addr>) -> Vec<NetworkLinks> {
@@ -312,7 +323,7 @@ pub fn network_links(d: &Desired, tunnel: Option<Ipv4Addr>) -> Vec<NetworkLinks>
             .filter(|p| p.network_id == n.id)
             .map(|p| PortLinks {
                 tap: names::tap(&p.id),
-                queues: 1,
+                queues: tap_queues(p.queues),
                 owner: None,
                 flags: PortFlags::default(),
                 adopt_existing: true,
@@ -361,6 +372,23 @@ mod tests {
         assert_eq!(m.remote_members["g"], vec!["10.0.0.9".to_string()]);
         assert_eq!(m.networks["n1"].ct_zone, 70);
         assert_eq!(d.dhcp_port("n1").map(|p| p.id.as_str()), Some("d1"));
+    }
+
+    #[test]
+    fn a_port_gets_the_queues_the_controller_asks_for() {
+        let mut d = desired();
+        // Left out (an older controller): one queue.
+        assert_eq!(d.ports[0].queues, 1);
+        assert_eq!(network_links(&d, None)[0].ports[0].queues, 1);
+        for (asked, want) in [(2, 2), (8, 8), (64, 8), (0, 1)] {
+            d.ports[0].queues = asked;
+            let l = network_links(&d, None);
+            assert_eq!(l[0].ports[0].queues, want, "{asked}");
+            assert_eq!(l[0].ports[0].tap_config().queues, want);
+        }
+        let text = r#"{"id": "p", "network_id": "n", "mac_address": "fa:16:3e:00:00:09",
+                       "queues": 4}"#;
+        assert_eq!(serde_json::from_str::<Port>(text).unwrap().queues, 4);
     }
 
     #[test]

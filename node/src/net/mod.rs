@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_controller::protocol::Spawn;
-use kiln_netdp::link::{names, LinkError, Links};
+use kiln_netdp::link::{names, LinkError, LinkKind, Links};
 use kiln_netdp::secgroup::{ApplyError, SecurityGroups};
 
 use crate::driver::{DriverError, DriverFuture};
@@ -51,6 +51,20 @@ pub enum NetError {
     Invalid(String),
     #[error("port {0} is not bound to this host")]
     NotBound(String),
+    #[error("TAP {ifname} is {} while its port asks for {queues} queue pair(s); another process still holds it", queue_mode(.multi_queue))]
+    QueueMode {
+        ifname: String,
+        multi_queue: bool,
+        queues: u16,
+    },
+}
+
+fn queue_mode(multi_queue: &bool) -> &'static str {
+    if *multi_queue {
+        "multi-queue"
+    } else {
+        "single-queue"
+    }
 }
 
 /// Where the node's network side gets its state from.
@@ -189,13 +203,27 @@ impl NodeNet {
         let mut out = Vec::new();
         for p in &spec.ports {
             let ifname = names::tap(&p.port_id);
-            if st.links.get(&ifname).await?.is_none() {
+            let Some(link) = st.links.get(&ifname).await? else {
                 return Err(NetError::NotBound(p.port_id.clone()));
+            };
+            let queues = desired::tap_queues(p.queues);
+            // The desired state and the spawn both carry the server's count;
+            // a TAP of the other mode is one a guest still holds (converge
+            // does not tear that down), and kiln-vmm could not open it.
+            if let LinkKind::Tun(t) = &link.kind {
+                if t.multi_queue != (queues > 1) {
+                    return Err(NetError::QueueMode {
+                        ifname,
+                        multi_queue: t.multi_queue,
+                        queues,
+                    });
+                }
             }
             out.push(Plugged {
                 port_id: p.port_id.clone(),
                 ifname,
                 mac: p.mac.clone(),
+                queues,
             });
         }
         Ok(out)

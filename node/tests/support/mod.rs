@@ -3,6 +3,8 @@
 //! venv under `target/`, created on first use.
 #![allow(dead_code)]
 
+pub mod hostnet;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -13,6 +13,7 @@ use super::views;
 use crate::api::extract::{BaseUrl, Caller, Json, Path, QueryParams};
 use crate::app::AppState;
 use crate::compute::flavors::FlavorQuery;
+use crate::compute::multiqueue;
 use crate::compute::Who;
 use crate::error::{ApiError, ApiResult};
 use crate::microversion::Microversion;
@@ -289,16 +290,32 @@ fn string_map(v: &Map<String, Value>) -> ApiResult<BTreeMap<String, String>> {
         .collect()
 }
 
+/// From 2.86 Nova validates the values of the extra specs it knows; kiln
+/// knows `hw:vif_multiqueue_enabled` (a boolean).
+fn validated(
+    specs: BTreeMap<String, String>,
+    mv: Microversion,
+) -> ApiResult<BTreeMap<String, String>> {
+    if mv.at_least(86) {
+        for (k, v) in &specs {
+            multiqueue::validate_extra_spec(k, v)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        }
+    }
+    Ok(specs)
+}
+
 async fn set_specs(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    mv: Microversion,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Value>> {
     let Some(Value::Object(specs)) = body.get("extra_specs") else {
         return Err(ApiError::BadRequest("Invalid input for field/attribute extra_specs. Value: 'extra_specs' is a required property".into()));
     };
-    let specs = string_map(specs)?;
+    let specs = validated(string_map(specs)?, mv)?;
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let all = blocking(move || compute.set_extra_specs(&who, &id, specs)).await?;
@@ -309,12 +326,13 @@ async fn put_spec(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path((id, key)): Path<(String, String)>,
+    mv: Microversion,
     Json(body): Json<Map<String, Value>>,
 ) -> ApiResult<axum::Json<Value>> {
     if body.len() != 1 || !body.contains_key(&key) {
         return Err(ApiError::BadRequest("Request body and URI mismatch".into()));
     }
-    let specs = string_map(&body)?;
+    let specs = validated(string_map(&body)?, mv)?;
     let who = Who::of(&caller);
     let compute = state.services.compute.clone();
     let k2 = key.clone();

@@ -87,7 +87,12 @@ async fn network(
             }
         }
         drop(r);
-        node_view::node_desired(&*store, &host, &tunnels).map_err(api_error)
+        let mut v = node_view::node_desired(&*store, &host, &tunnels).map_err(api_error)?;
+        let r = store
+            .read()
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        crate::compute::multiqueue::annotate_desired(&*r, &mut v)?;
+        Ok(v)
     })
     .await?;
     Ok(axum::Json(v))

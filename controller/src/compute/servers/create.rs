@@ -305,6 +305,7 @@ impl Compute {
             }
             image_reqs = ImageReqs::from_properties(&img.properties);
         }
+        let nic_queues = super::nic_queues(w.as_read(), &flavor, &req.image_ref)?;
         let nets = resolve_networks(w.as_read(), &ctx, &req.networks)?;
         let existing_volumes = req
             .volumes
@@ -442,7 +443,7 @@ impl Compute {
                     let node = node.clone();
                     NODES.put(&mut *w, &node.id, &node)?;
                     BY_NODE.put(&mut *w, &project_key(&node.id, &id), &())?;
-                    s.vifs = plug(&mut *w, &ctx, &s, &nets, &node.host)?;
+                    s.vifs = plug(&mut *w, &ctx, &s, &nets, &node.host, nic_queues)?;
                     made_volumes.extend(super::bdm::map_at_create(
                         &mut *w,
                         who,
@@ -558,13 +559,15 @@ pub(crate) fn resolve_networks(
     }
 }
 
-/// Makes (or binds) the server's ports in the open transaction.
+/// Makes (or binds) the server's ports in the open transaction, each NIC
+/// with `queues` queue pairs.
 pub(crate) fn plug(
     w: &mut dyn WriteTxn,
     ctx: &Ctx,
     s: &Server,
     nets: &[NicPlan],
     host: &str,
+    queues: u16,
 ) -> ApiResult<Vec<Vif>> {
     let mut vifs = Vec::new();
     let mut group_ids = None;
@@ -615,6 +618,7 @@ pub(crate) fn plug(
                 .collect(),
             owned,
             tag: None,
+            queues,
         });
     }
     Ok(vifs)

@@ -67,6 +67,7 @@ fn spec_of(s: &Server, port_id: &str) -> Option<PortSpec> {
             network_id: v.network_id.clone(),
             mac: v.mac.clone(),
             ips: v.ips.clone(),
+            queues: v.queues,
         })
 }
 
@@ -168,7 +169,8 @@ impl Compute {
         };
         let plans = resolve_networks(w.as_read(), &ctx, &Networks::List(vec![nic]))?;
         let host = s.host.clone().unwrap_or_default();
-        let vifs = plug(&mut *w, &ctx, &s, &plans, &host)?;
+        let queues = super::nic_queues(w.as_read(), &s.flavor, &s.image_ref)?;
+        let vifs = plug(&mut *w, &ctx, &s, &plans, &host, queues)?;
         let Some(mut vif) = vifs.into_iter().next() else {
             return Err(ApiError::Internal("no port was plugged".into()));
         };

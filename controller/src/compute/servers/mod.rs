@@ -21,13 +21,13 @@ pub mod soft_delete;
 pub mod tables;
 pub mod unshelve;
 
-use crate::compute::Compute;
+use crate::compute::{multiqueue, Compute};
 use crate::error::{ApiError, ApiResult};
 use crate::image::tables::IMAGES;
 use crate::network::NetError;
 use crate::protocol::{Action, ImageSpec, PortSpec, Spawn};
 use crate::store::ReadTxn;
-use model::Server;
+use model::{FlavorCopy, Server};
 use tables::NODE_URLS;
 
 /// A call to make on a node once the transaction that decided it committed.
@@ -76,6 +76,22 @@ pub fn image_spec(r: &dyn ReadTxn, image_ref: &str) -> ApiResult<Option<ImageSpe
     }))
 }
 
+/// Queue pairs of the NICs of a server of `flavor` booting `image_ref` (see
+/// [`crate::compute::multiqueue`]); 400 when the flavor and image disagree.
+pub fn nic_queues(r: &dyn ReadTxn, flavor: &FlavorCopy, image_ref: &str) -> ApiResult<u16> {
+    let image = if image_ref.is_empty() {
+        None
+    } else {
+        IMAGES.get(r, image_ref)?
+    };
+    let view = image.as_ref().map(|i| multiqueue::ImageView {
+        name: i.name.as_deref().unwrap_or(&i.id),
+        properties: &i.properties,
+    });
+    multiqueue::queue_pairs(flavor.vcpus, &flavor.name, &flavor.extra_specs, view)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 /// What a node needs to build `s`.
 pub fn spawn_of(r: &dyn ReadTxn, s: &Server) -> ApiResult<Spawn> {
     Ok(Spawn {
@@ -91,6 +107,7 @@ pub fn spawn_of(r: &dyn ReadTxn, s: &Server) -> ApiResult<Spawn> {
                 network_id: v.network_id.clone(),
                 mac: v.mac.clone(),
                 ips: v.ips.clone(),
+                queues: v.queues,
             })
             .collect(),
         volumes: bdm::specs_of(r, s)?,

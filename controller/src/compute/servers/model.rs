@@ -47,6 +47,10 @@ pub struct Vif {
     /// The device tag given when it was attached (os-interface, 2.49).
     #[serde(default)]
     pub tag: Option<String>,
+    /// Queue pairs of its virtio-net device (more than one: multi-queue),
+    /// fixed when the port is plugged (see `compute::multiqueue`).
+    #[serde(default = "crate::protocol::one_queue")]
+    pub queues: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
