@@ -295,7 +295,8 @@ pub fn blk_watch(cmdline: &[u8]) {
 /// [queues=N]`: a fio-like engine on the first disk; one line with IOPS,
 /// MiB/s and completion-latency p50/p99. With `queues=N` (and a device
 /// offering that many) the in-flight requests are spread round-robin over
-/// N queues and the line ends in ` queues=N`.
+/// N queues and the line ends in ` queues=N queue_ios=a/b/…` (completions
+/// each queue's used ring returned).
 pub fn blk_bench(cmdline: &[u8]) {
     let args = match bench::parse_args(cmdline) {
         Ok(a) => a,
@@ -331,6 +332,8 @@ pub fn blk_bench(cmdline: &[u8]) {
     let mut rng = Rng::new(rdtsc());
     let mut hist = Histogram::new();
     let mut started = [0u64; virtio_blk::SLOTS * virtio_blk::MAX_QUEUES];
+    // Completions per queue: each came back on that queue's used ring.
+    let mut queue_ios = [0u64; virtio_blk::MAX_QUEUES];
     let (mut in_flight, mut ios, mut errors, mut next_block) = (0u64, 0u64, 0u64, 0u64);
     let t0 = rdtsc();
     let end = t0 + args.seconds * hz;
@@ -382,7 +385,9 @@ pub fn blk_bench(cmdline: &[u8]) {
         let mut done = 0u64;
         while let Some((slot, status)) = blk.poll() {
             hist.add(now.saturating_sub(started[slot]));
-            spread.done(slot / virtio_blk::SLOTS);
+            let q = slot / virtio_blk::SLOTS;
+            spread.done(q);
+            queue_ios[q] += 1;
             done += 1;
             if status != virtio_blk::S_OK {
                 errors += 1;
@@ -438,7 +443,13 @@ pub fn blk_bench(cmdline: &[u8]) {
     l.bytes(b" errors=").dec(errors);
     l.bytes(b" sleeps=").dec(sleeps);
     if nq > 1 {
-        l.bytes(b" queues=").dec(nq as u64);
+        l.bytes(b" queues=").dec(nq as u64).bytes(b" queue_ios=");
+        for (q, n) in queue_ios[..nq].iter().enumerate() {
+            if q > 0 {
+                l.bytes(b"/");
+            }
+            l.dec(*n);
+        }
     }
     l.bytes(b"\n");
     write_com1(l.as_bytes());
