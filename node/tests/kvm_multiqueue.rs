@@ -52,39 +52,15 @@ fn a_multiqueue_flavor_gives_the_guest_a_multiqueue_tap_and_nic() {
         "flavor", "create", "--vcpus", "2", "--ram", "128", "--disk", "1", "mq2",
     ])
     .ok();
-    admin(&[
-        "--os-compute-api-version",
-        "2.86",
-        "flavor",
-        "set",
-        "--property",
-        "hw:vif_multiqueue_enabled=maybe",
-        "mq2",
-    ])
-    .fails_with("is not a valid boolean value for 'hw:vif_multiqueue_enabled'");
-    admin(&[
-        "--os-compute-api-version",
-        "2.86",
-        "flavor",
-        "set",
-        "--property",
-        "hw:vif_multiqueue_enabled=true",
-        "mq2",
-    ])
-    .ok();
+    let set_mq = |value: &str| {
+        let property = format!("hw:vif_multiqueue_enabled={value}");
+        let spec = ["flavor", "set", "--property", &property, "mq2"];
+        admin(&[&["--os-compute-api-version", "2.86"], &spec[..]].concat())
+    };
+    set_mq("maybe").fails_with("is not a valid boolean value for 'hw:vif_multiqueue_enabled'");
+    set_mq("true").ok();
 
-    admin(&["security", "group", "create", "mqsg"]).ok();
-    admin(&[
-        "security",
-        "group",
-        "rule",
-        "create",
-        "--ingress",
-        "--protocol",
-        "icmp",
-        "mqsg",
-    ])
-    .ok();
+    cloud.icmp_security_group("mqsg");
 
     // `server create` of flavor mq2 and image fw on network mqn.
     let create = |name: &str, extra: &[&str]| {

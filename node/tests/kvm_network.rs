@@ -49,20 +49,7 @@ fn a_networked_guest_with_dhcp_security_groups_and_a_volume() {
     let net_id = kc.network("tn", "10.93.0.0/24");
     let (cloud, host, dir) = (&kc.cloud, &mut kc.host, &kc.dir);
     let admin = |args: &[&str]| cloud.admin(args);
-    admin(&["security", "group", "create", "tsg"]).ok();
-    let icmp = admin(&[
-        "security",
-        "group",
-        "rule",
-        "create",
-        "--ingress",
-        "--protocol",
-        "icmp",
-        "tsg",
-        "-f",
-        "json",
-    ])
-    .json();
+    let (_, icmp) = cloud.icmp_security_group("tsg");
     admin(&[
         "security",
         "group",

@@ -281,18 +281,7 @@ fn a_network_spanning_two_nodes_and_a_node_restart() {
         "ts2",
     ])
     .ok();
-    admin(&["security", "group", "create", "icmp"]).ok();
-    admin(&[
-        "security",
-        "group",
-        "rule",
-        "create",
-        "--ingress",
-        "--protocol",
-        "icmp",
-        "icmp",
-    ])
-    .ok();
+    cloud.icmp_security_group("icmp");
 
     let create = |name: &str, image: &str, nic: &str, az: &str| -> Value {
         let s = admin(&[

@@ -274,24 +274,8 @@ fn node_net_wires_ports_dhcp_rules_and_metadata_and_cleans_up() {
             "json",
         ])
         .json();
-    let sg = cloud
-        .admin(&["security", "group", "create", "psg", "-f", "json"])
-        .json();
+    let (sg, icmp) = cloud.icmp_security_group("psg");
     let project = field(&sg, "project_id");
-    let icmp = cloud
-        .admin(&[
-            "security",
-            "group",
-            "rule",
-            "create",
-            "--ingress",
-            "--protocol",
-            "icmp",
-            "psg",
-            "-f",
-            "json",
-        ])
-        .json();
     cloud
         .admin(&[
             "security",

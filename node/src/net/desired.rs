@@ -288,8 +288,8 @@ pub fn security_model(d: &Desired) -> m::Model {
     model
 }
 
-/// The TAP queues of a port asking for `queues` pairs: 1..=[`MAX_QUEUE_PAIRS`],
-/// the same clamp [`crate::kvm::guest::vmm_config`] gives kiln-vmm.
+/// The TAP queues of a port asking for `queues` pairs: 1..=[`MAX_QUEUE_PAIRS`].
+/// `NodeNet`'s plug hands kiln-vmm the same count (`Plugged::queues`).
 pub fn tap_queues(queues: u16) -> u16 {
     queues.clamp(1, MAX_QUEUE_PAIRS)
 }

@@ -238,6 +238,27 @@ impl Cloud {
         self.openstack(&self.admin_env, args)
     }
 
+    /// Create security group `name` with one rule: ICMP in (so a test
+    /// namespace can ping the guests in it). The group's and the rule's JSON.
+    pub fn icmp_security_group(&self, name: &str) -> (serde_json::Value, serde_json::Value) {
+        let group = self
+            .admin(&["security", "group", "create", name, "-f", "json"])
+            .json();
+        let rule = [
+            "security",
+            "group",
+            "rule",
+            "create",
+            "--ingress",
+            "--protocol",
+            "icmp",
+        ];
+        let rule = self
+            .admin(&[&rule[..], &[name, "-f", "json"]].concat())
+            .json();
+        (group, rule)
+    }
+
     /// The admin's environment with some variables replaced (`""` removes one).
     pub fn env_with(&self, changes: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut env = self.admin_env.clone();
